@@ -1,0 +1,177 @@
+r"""Estimates of how well a trained model explains data, per data point.
+
+Every function takes a probae model or a user's own ``(model, guide)`` pair, and
+a :class:`probae.data.Dataset` or a plain tensor.
+
+- :func:`elbo`: the evidence lower bound of each point (beta = 1, whatever beta
+  the model was trained with), :math:`\frac1S\sum_s \log w^{(s)}`.
+- :func:`log_likelihood`: the importance-weighted estimate of :math:`\log p(x)`
+  (Burda et al., 2016),
+
+  .. math:: \log \hat p(x) = \log \frac1S \sum_{s=1}^S \frac{p(x, z^{(s)})}{q(z^{(s)}|x)},
+            \quad z^{(s)} \sim q(z|x),
+
+  a lower bound in expectation that rises to :math:`\log p(x)` as S grows.
+  Samples are drawn in vectorized chunks and combined with a running
+  log-sum-exp, so memory is bounded by ``chunk_size * batch_size`` draws
+  however large ``num_samples`` is.
+- :func:`reconstruction_error`: squared error of E[x|z] at the code of x.
+
+**References**
+
+[1] `Importance Weighted Autoencoders`, Yuri Burda, Roger Grosse, Ruslan
+Salakhutdinov (ICLR 2016)
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from . import importance
+from ._common import as_pair, positive_int, prepare
+
+__all__ = ["LogLikelihood", "elbo", "log_likelihood", "reconstruction_error"]
+
+
+@dataclass
+class LogLikelihood:
+    """An importance-weighted log-likelihood estimate.
+
+    :ivar torch.Tensor values: the estimate for each data point, in nats.
+    :ivar int num_samples: importance samples per point.
+    """
+
+    values: torch.Tensor
+    num_samples: int
+
+    @property
+    def mean(self) -> float:
+        """The average over data points (nats per point)."""
+        return self.values.mean().item()
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of :attr:`mean` over data points."""
+        n = self.values.numel()
+        return (self.values.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+
+    def __repr__(self) -> str:
+        return (
+            f"LogLikelihood(mean={self.mean:.4f}, stderr={self.stderr:.4f}, "
+            f"points={self.values.numel()}, num_samples={self.num_samples})"
+        )
+
+
+def _args(x, c):
+    return (x,) if c is None else (x, c)
+
+
+def _per_batch(x, c, batch_size):
+    for start in range(0, x.shape[0], batch_size):
+        stop = start + batch_size
+        yield _args(x[start:stop], None if c is None else c[start:stop])
+
+
+def _setup(model, data, c, batch_size, what, needs_density):
+    pair = as_pair(model)
+    x, c = prepare(data, pair.module, c)
+    batch_size = positive_int("batch_size", batch_size)
+    probe = _args(x[:2], None if c is None else c[:2])
+    with torch.no_grad():
+        if needs_density:
+            importance.check_guide_has_density(pair.guide, probe, what)
+        nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
+    return pair, x, c, batch_size, nesting
+
+
+@contextmanager
+def _eval_mode(module):
+    """The module in eval mode (no dropout) for the block, restored afterwards."""
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
+    try:
+        yield
+    finally:
+        if module is not None:
+            module.train(was_training)
+
+
+def elbo(model, data, num_particles: int = 1, c=None, batch_size: int = 1000) -> torch.Tensor:
+    """The ELBO of each data point, averaged over ``num_particles`` draws from the guide.
+
+    For a deterministic autoencoder (a Delta guide) this is the per-point
+    objective, the negative of its training loss.
+
+    :param model: a probae model or a ``(model, guide)`` pair.
+    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param int num_particles: draws per point.
+    :param c: conditions, one row per point, for conditional models.
+    :param int batch_size: points evaluated at once.
+    :returns: a tensor of shape ``(N,)``.
+    """
+    num_particles = positive_int("num_particles", num_particles)
+    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False)
+    out = []
+    with torch.no_grad(), _eval_mode(pair.module):
+        for args in _per_batch(x, c, batch_size):
+            lw = importance.log_weights(pair.model, pair.guide, args, num_particles, nesting)
+            out.append(lw.mean(0))
+    return torch.cat(out)
+
+
+def log_likelihood(
+    model,
+    data,
+    num_samples: int = 5000,
+    chunk_size: int = 500,
+    batch_size: int = 100,
+    c=None,
+) -> LogLikelihood:
+    """The importance-weighted estimate of log p(x) for each data point.
+
+    Refuses models whose guide is a Delta distribution: a point mass has no
+    density to weight by.
+
+    :param model: a probae model or a ``(model, guide)`` pair.
+    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param int num_samples: importance samples S per point.
+    :param int chunk_size: samples drawn at once (memory grows with
+        ``chunk_size * batch_size``).
+    :param int batch_size: points evaluated at once.
+    :param c: conditions, one row per point, for conditional models.
+    :rtype: LogLikelihood
+    """
+    num_samples = positive_int("num_samples", num_samples)
+    chunk_size = positive_int("chunk_size", chunk_size)
+    pair, x, c, batch_size, nesting = _setup(
+        model, data, c, batch_size, "log_likelihood", True
+    )
+    out = []
+    with torch.no_grad(), _eval_mode(pair.module):
+        for args in _per_batch(x, c, batch_size):
+            running = None
+            for start in range(0, num_samples, chunk_size):
+                k = min(chunk_size, num_samples - start)
+                lw = importance.log_weights(pair.model, pair.guide, args, k, nesting)
+                chunk = torch.logsumexp(lw, 0)
+                running = chunk if running is None else torch.logaddexp(running, chunk)
+            out.append(running - math.log(num_samples))
+    return LogLikelihood(torch.cat(out), num_samples)
+
+
+def reconstruction_error(model, data, c=None, batch_size: int = 1000) -> torch.Tensor:
+    """Squared error ``||x - E[x|z]||^2`` per point, z the code of x."""
+    x = prepare(data, model, c, check_support=False)[0]
+    out = []
+    with torch.no_grad(), _eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            cb = None if c is None else c[start : start + batch_size].to(xb.device)
+            diff = xb - model.reconstruct(xb, cb)
+            out.append(diff.reshape(diff.shape[0], -1).pow(2).sum(-1))
+    return torch.cat(out)

@@ -1,0 +1,187 @@
+"""Likelihoods p(x|z): maps from a decoder's output to a distribution over x.
+
+Every likelihood is a :class:`torch.nn.Module` (so a learned scale moves with
+``.to(device)``) with one small contract:
+
+- ``likelihood(output, event_dim)`` returns a Pyro distribution whose
+  ``event_shape`` is the last ``event_dim`` dimensions of ``output``;
+- ``likelihood.mean(output)`` is E[x|z], the picture a person wants to see;
+- ``likelihood.validate(x)`` raises a :class:`ValueError` naming the likelihood
+  and the offending range when ``x`` lies outside the support.
+
+Validation runs once per data set (in :func:`probae.fit` and
+:mod:`probae.evaluate`), never inside the training step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+__all__ = [
+    "Likelihood",
+    "Bernoulli",
+    "ContinuousBernoulli",
+    "Gaussian",
+    "Laplace",
+    "get",
+]
+
+
+def _describe(x: torch.Tensor) -> str:
+    return f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+
+
+class Likelihood(nn.Module):
+    """Base class: a family of distributions over x indexed by the decoder output."""
+
+    #: a human name used in error messages
+    name = "likelihood"
+
+    def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return self.distribution(output).to_event(event_dim)
+
+    def mean(self, output: torch.Tensor) -> torch.Tensor:
+        return self.distribution(output).mean
+
+    def validate(self, x: torch.Tensor) -> None:
+        """Checks that ``x`` is finite; subclasses add their support."""
+        if not torch.is_floating_point(x):
+            raise TypeError(
+                f"{self.name} likelihood: x must be a floating-point tensor, got dtype {x.dtype}"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{self.name} likelihood: x contains NaN or infinite values")
+
+
+class Bernoulli(Likelihood):
+    r"""Bernoulli pixels, :math:`p(x|z) = \prod_d \mathrm{Bern}(x_d; \sigma(f_d(z)))`.
+
+    The decoder output is read as logits. The support is {0, 1}: grey-level
+    data must be binarized first (``binarize="dynamic"`` or ``"static"`` in
+    :func:`probae.fit`, or :func:`probae.data.binarize`), or modelled with
+    :class:`ContinuousBernoulli`.
+    """
+
+    name = "Bernoulli"
+
+    def distribution(self, output):
+        return dist.Bernoulli(logits=output)
+
+    def mean(self, output):
+        return torch.sigmoid(output)
+
+    def validate(self, x):
+        super().validate(x)
+        if not ((x == 0) | (x == 1)).all():
+            raise ValueError(
+                f"Bernoulli likelihood needs x in {{0, 1}}, but x has values in {_describe(x)} "
+                "that are not all 0 or 1; binarize the data (fit(..., binarize='dynamic') or "
+                "data.binarize) or use likelihoods.ContinuousBernoulli()"
+            )
+
+
+class ContinuousBernoulli(Likelihood):
+    r"""The continuous Bernoulli for data in [0, 1] (Loaiza-Ganem & Cunningham, 2019).
+
+    It is the Bernoulli density renormalized over the unit interval, so grey
+    levels have a proper likelihood.
+
+    **References**
+
+    [1] `The continuous Bernoulli: fixing a pervasive error in variational
+    autoencoders`, Gabriel Loaiza-Ganem, John P. Cunningham (NeurIPS 2019)
+    """
+
+    name = "ContinuousBernoulli"
+
+    def distribution(self, output):
+        # torch's continuous Bernoulli is numerically delicate at logits == 0;
+        # its own Taylor expansion handles the neighbourhood of 0.5.
+        return dist.ContinuousBernoulli(logits=output)
+
+    def validate(self, x):
+        super().validate(x)
+        if (x < 0).any() or (x > 1).any():
+            raise ValueError(
+                f"ContinuousBernoulli likelihood needs x in [0, 1], but x has values in "
+                f"{_describe(x)}"
+            )
+
+
+class _LocationScale(Likelihood):
+    def __init__(self, scale: float = 1.0, learn_scale: bool = False):
+        super().__init__()
+        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"{self.name} likelihood: scale must be a positive number, got {scale!r}")
+        log_scale = torch.tensor(float(scale)).log()
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        self.learn_scale = learn_scale
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def mean(self, output):
+        return output
+
+
+class Gaussian(_LocationScale):
+    r"""Gaussian pixels, :math:`p(x|z) = \mathcal N(x; f(z), s^2 I)`.
+
+    With a fixed scale ``s`` the negative log-likelihood is the squared error
+    divided by :math:`2 s^2` plus :math:`\tfrac D2 \log(2\pi s^2)`: the mean-squared-error
+    autoencoder is this likelihood with a Delta guide.
+
+    :param float scale: the standard deviation s (its initial value if learned).
+    :param bool learn_scale: learn one shared scale with the networks.
+    """
+
+    name = "Gaussian"
+
+    def distribution(self, output):
+        return dist.Normal(output, self.scale.to(output.dtype).expand_as(output))
+
+
+class Laplace(_LocationScale):
+    r"""Laplace pixels, :math:`p(x|z) = \prod_d \mathrm{Laplace}(x_d; f_d(z), b)`: an L1
+    reconstruction error.
+
+    :param float scale: the scale b (its initial value if learned).
+    :param bool learn_scale: learn one shared scale with the networks.
+    """
+
+    name = "Laplace"
+
+    def distribution(self, output):
+        return dist.Laplace(output, self.scale.to(output.dtype).expand_as(output))
+
+
+_REGISTRY = {
+    "bernoulli": Bernoulli,
+    "continuous-bernoulli": ContinuousBernoulli,
+    "gaussian": Gaussian,
+    "laplace": Laplace,
+}
+
+
+def get(name: str, **kwargs) -> Likelihood:
+    """Builds a likelihood from its command-line name (``bernoulli``, ``continuous-bernoulli``,
+    ``gaussian``, ``laplace``)."""
+    try:
+        cls = _REGISTRY[name.lower().replace("_", "-")]
+    except KeyError:
+        raise ValueError(
+            f"unknown likelihood {name!r}; expected one of {sorted(_REGISTRY)}"
+        ) from None
+    return cls(**kwargs)
+

@@ -1,0 +1,6 @@
+"""Autoencoder families, one file each; every one is a Pyro model/guide pair."""
+
+from .base import Autoencoder
+from .vae import VAE
+
+__all__ = ["Autoencoder", "VAE"]

@@ -1,0 +1,147 @@
+"""What every autoencoder in probae shares: the generative model p(z) p(x|z).
+
+An autoencoder family differs from another only in its guide q(z|x) (a Gaussian
+for the VAE, a Delta for the deterministic autoencoders) and in extra terms;
+the model is the same Pyro program everywhere::
+
+    with pyro.plate("data", N):
+        with poutine.scale(scale=beta):
+            z = pyro.sample("z", prior)
+        pyro.sample("x", likelihood(decoder(z)), obs=x)
+
+Sites are named ``"data"`` (the plate), ``"z"`` (the latent) and ``"x"`` (the
+observation) in every family, so one training loop and one evaluator serve them
+all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from .. import likelihoods as _likelihoods
+from .. import priors as _priors
+
+
+class Autoencoder(nn.Module):
+    """Base class: holds the prior, likelihood, encoder and decoder and defines
+    :meth:`model`. Subclasses define :meth:`guide` and :meth:`encode`.
+
+    Models are plain :class:`torch.nn.Module` s whose parameters never enter Pyro's
+    global parameter store: two models in one process cannot share parameters by
+    accident, and ``.to(device)``, ``state_dict()`` and ``torch.save`` behave as in
+    PyTorch.
+    """
+
+    def __init__(self, x_shape, z_dim: int, prior=None, likelihood=None, beta: float = 1.0):
+        super().__init__()
+        self.x_shape = _check_shape("x_shape", x_shape)
+        if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
+            raise ValueError(f"z_dim must be a positive integer, got {z_dim!r}")
+        self.z_dim = z_dim
+        self.prior = _priors.StandardNormal(z_dim) if prior is None else prior
+        if getattr(self.prior, "z_dim", z_dim) != z_dim:
+            raise ValueError(f"prior has z_dim={self.prior.z_dim} but the model has z_dim={z_dim}")
+        self.likelihood = _likelihoods.Bernoulli() if likelihood is None else likelihood
+        if not isinstance(self.likelihood, _likelihoods.Likelihood):
+            raise TypeError(
+                f"likelihood must be a probae.likelihoods.Likelihood, got {type(likelihood).__name__}"
+            )
+        self.beta = beta
+
+    # -- beta ------------------------------------------------------------------------
+    @property
+    def beta(self) -> float:
+        """Weight of the KL term, applied with ``poutine.scale`` on the ``z`` site."""
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        value = float(value)
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"beta must be a positive finite number, got {value!r}")
+        self._beta = value
+
+    # -- helpers -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Raises a clear error unless ``x`` is a float tensor of shape ``(N, *x_shape)``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        if tuple(x.shape[1:]) != self.x_shape or x.dim() != len(self.x_shape) + 1:
+            raise ValueError(
+                f"{name} must have shape (N, {', '.join(map(str, self.x_shape))}) for this "
+                f"model (x_shape={self.x_shape}), got {tuple(x.shape)}"
+            )
+        return x
+
+    def _batch_size(self, x, c) -> int:
+        if x is not None:
+            return self.check_x(x).shape[0]
+        if c is not None:
+            return c.shape[0]
+        return 1
+
+    # -- the Pyro program --------------------------------------------------------------
+    def model(self, x=None, c=None):
+        r"""The generative model :math:`p(z)\,p(x|z)`; with ``x=None`` it generates."""
+        n = self._batch_size(x, c)
+        with pyro.plate("data", n):
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", self.prior((n,), c) if c is not None else self.prior((n,)))
+            out = self.decoder(z) if c is None else self.decoder(z, c)
+            return pyro.sample("x", self.likelihood(out, len(self.x_shape)), obs=x)
+
+    def guide(self, x, c=None):
+        raise NotImplementedError
+
+    # -- using a trained model ---------------------------------------------------------
+    def encode(self, x, c=None) -> torch.Tensor:
+        """The code of x: the posterior mean for a VAE, f(x) for a deterministic
+        autoencoder."""
+        raise NotImplementedError
+
+    def decode(self, z, c=None) -> torch.Tensor:
+        """E[x|z], the mean of the likelihood (pixel probabilities for Bernoulli)."""
+        out = self.decoder(z) if c is None else self.decoder(z, c)
+        return self.likelihood.mean(out)
+
+    @torch.no_grad()
+    def reconstruct(self, x, c=None) -> torch.Tensor:
+        """E[x|z] at the code of ``x``."""
+        x = self.check_x(x.to(self.device))
+        return self.decode(self.encode(x, c), c)
+
+    @torch.no_grad()
+    def sample(self, n: int, c=None) -> torch.Tensor:
+        """``n`` draws z ~ p(z), decoded to E[x|z]; a tensor of shape ``(n, *x_shape)``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if getattr(self.prior, "improper", False):
+            raise RuntimeError(
+                f"{type(self).__name__} has a flat (improper) prior, which cannot be sampled: "
+                "fit a density to its codes first (probae.fit_latent_density(model, data))"
+            )
+        z = self.prior((n,)).sample()
+        return self.decode(z)
+
+
+def _check_shape(name, shape) -> tuple:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of positive integers, got {shape!r}") from None
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {shape!r}")
+    return shape

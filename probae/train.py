@@ -1,0 +1,440 @@
+r"""Training: :func:`fit` runs stochastic variational inference on any model/guide pair.
+
+Each step draws a minibatch (sliced from tensors already on the model's device),
+evaluates a Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
+
+- ``loss="elbo"``: :class:`~pyro.infer.Trace_ELBO`, the reparameterized Monte Carlo ELBO;
+- ``loss="meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, with the KL term in
+  closed form where one exists;
+- ``loss="iwae"``: the importance-weighted bound of Burda et al. (2016), Pyro's
+  :class:`~pyro.infer.RenyiELBO` with :math:`\alpha = 0` and ``num_particles``
+  vectorized particles (:class:`IWAE`).
+
+This is Pyro's SVI with module-local parameters: the built-in models keep their
+parameters in their own :class:`torch.nn.Module` (never in Pyro's global param
+store, so two models in one process never share parameters), while any
+``pyro.param``/``pyro.module`` parameter of a user's own pair is collected from a
+parameter trace on every step, exactly as :class:`pyro.infer.SVI` does.
+The optimizer is a PyTorch optimizer, so a distributed wrapper
+(DistributedDataParallel) can wrap the same loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
+
+from . import data as _data
+from ._common import as_pair, positive_int, prepare
+
+__all__ = ["IWAE", "History", "fit", "make_elbo", "load_checkpoint", "CHECKPOINT_NAME"]
+
+LOSSES = ("elbo", "meanfield", "iwae")
+BINARIZE = (None, "static", "dynamic")
+CHECKPOINT_NAME = "checkpoint.pt"
+_FORMAT = "probae-checkpoint-1"
+
+
+class IWAE(RenyiELBO):
+    r"""The importance-weighted autoencoder bound (Burda et al., 2016),
+
+    .. math:: \mathcal L_K(x) = \mathbb E\Big[\log \frac1K \sum_{k=1}^K
+              \frac{p(x, z_k)}{q(z_k|x)}\Big],
+
+    which is :class:`~pyro.infer.RenyiELBO` at :math:`\alpha = 0`, with a
+    :meth:`differentiable_loss` so that parameters living in modules (not in
+    Pyro's param store) are trained too. The log-sum-exp runs over particles for
+    each data point separately. Its gradient equals RenyiELBO's surrogate:
+    the normalized weights times the gradient of each log-weight.
+
+    :param int num_particles: K, drawn in one vectorized pass.
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf")):
+        super().__init__(
+            alpha=0.0,
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=True,
+        )
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The negative IWAE bound, summed over data points, differentiable in every
+        parameter (reparameterized guides only)."""
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+            log_w = 0.0
+            for site in model_trace.nodes.values():
+                if site["type"] == "sample":
+                    log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+            for name, site in guide_trace.nodes.items():
+                if site["type"] == "sample":
+                    _, score_function_term, _ = site["score_parts"]
+                    if not is_identically_zero(score_function_term):
+                        raise ValueError(
+                            f"loss='iwae' needs reparameterized guide sites; {name!r} is not"
+                        )
+                    log_w = log_w - torch_sum(site["log_prob"], sum_dims)
+        if self.num_particles == 1:
+            log_w = log_w.unsqueeze(0)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return -bound.sum()
+
+
+def make_elbo(loss: str = "elbo", num_particles: int = 1):
+    """The Pyro ELBO object for a loss name (``"elbo"``, ``"meanfield"``, ``"iwae"``)."""
+    num_particles = positive_int("num_particles", num_particles)
+    if loss == "iwae":
+        return IWAE(num_particles)
+    vectorize = num_particles > 1
+    if loss == "elbo":
+        return Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorize)
+    if loss == "meanfield":
+        return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=vectorize)
+    raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
+
+
+@dataclass
+class History:
+    """Per-epoch record of a training run (losses are per data point, in nats)."""
+
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    beta: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    def append(self, **row) -> None:
+        for key, value in row.items():
+            getattr(self, key).append(value)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=1))
+
+    def to_csv(self, path) -> None:
+        rows = self.as_dict()
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(list(rows))
+            writer.writerows(zip(*rows.values(), strict=True))
+
+
+# -- checkpoints ---------------------------------------------------------------------
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location=None) -> dict:
+    """Reads a probae checkpoint (with ``weights_only=True``), or raises a ValueError
+    that names the file if it is corrupt or not a probae checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupt or not a probae checkpoint ({error})"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise ValueError(f"checkpoint {str(path)!r} is not a probae checkpoint")
+    return state
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# -- the loop ------------------------------------------------------------------------
+
+
+class _Parameters:
+    """Collects the parameters to optimize: the module's, then any ``pyro.param``
+    site seen in a parameter trace (a user's own pair), in a stable order."""
+
+    def __init__(self, module):
+        self.params = list(module.parameters()) if module is not None else []
+        self._seen = {id(p) for p in self.params}
+        self.store_names = []
+
+    def add_from_trace(self, trace) -> list:
+        new = []
+        store = pyro.get_param_store()
+        for name, site in trace.nodes.items():
+            if site["type"] != "param":
+                continue
+            p = site["value"].unconstrained()
+            if id(p) not in self._seen and p.requires_grad:
+                self._seen.add(id(p))
+                self.params.append(p)
+                self.store_names.append(store.param_name(p) or name)
+                new.append(p)
+        return new
+
+
+def _progress_enabled(progress) -> bool:
+    if progress is None:
+        return sys.stderr.isatty() and not os.environ.get("CI")
+    return bool(progress)
+
+
+def fit(
+    model,
+    data,
+    epochs: int = 10,
+    batch_size: int = 128,
+    loss: str = "elbo",
+    num_particles: int = 1,
+    lr: float = 1e-3,
+    optimizer=None,
+    binarize: str | None = None,
+    c=None,
+    validation=None,
+    validation_c=None,
+    beta_warmup: int = 0,
+    checkpoint_dir=None,
+    resume: bool = False,
+    seed: int | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Trains a model/guide pair by stochastic variational inference.
+
+    :param model: a probae model, or a user's own ``(model, guide)`` pair of callables
+        taking ``(x)`` or ``(x, c)``.
+    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
+    :param int batch_size: points per step.
+    :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``.
+    :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
+    :param float lr: learning rate of the default Adam optimizer.
+    :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
+    :param str binarize: ``"dynamic"`` (a fresh Bernoulli draw of every batch, for
+        Bernoulli likelihoods on grey levels), ``"static"`` (one draw, seeded) or None.
+    :param c: conditions, one row per data point (conditional models).
+    :param validation: data scored after every epoch (same loss, no gradient).
+    :param validation_c: conditions of the validation data.
+    :param int beta_warmup: epochs over which beta rises linearly to the model's
+        beta (KL annealing, Bowman et al. 2016); 0 for none.
+    :param checkpoint_dir: folder for ``checkpoint.pt``, written atomically after
+        every epoch (model, optimizer, RNG states, history).
+    :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
+    :param int seed: seeds PyTorch, NumPy and Python at the start.
+    :param bool progress: show a progress bar (default: when stderr is a terminal).
+    :returns: the :class:`History` of the whole run.
+    """
+    pair = as_pair(model)
+    module = pair.module
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
+    if binarize not in BINARIZE:
+        raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if beta_warmup and not hasattr(module, "beta"):
+        raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir=")
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+
+    x, c = _training_data(data, module, c, binarize, "data")
+    val = None
+    if validation is not None:
+        val = _training_data(validation, module, validation_c, binarize, "validation")
+        if binarize == "dynamic":  # one fixed draw, so epochs are comparable
+            val = (_data.binarize(val[0], seed=0), val[1])
+    elbo = make_elbo(loss, num_particles)
+    target_beta = getattr(module, "beta", None)
+    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
+    warmup_steps = beta_warmup * steps_per_epoch
+
+    # Discover every parameter (and initialize any pyro.param) before building the optimizer.
+    params = _Parameters(module)
+    probe_x = x[:batch_size]
+    probe = _args(
+        torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x,
+        None if c is None else c[:batch_size],
+    )
+    with poutine.trace(param_only=True) as capture:
+        elbo.differentiable_loss(pair.model, pair.guide, *probe)
+    params.add_from_trace(capture.trace)
+    if not params.params:
+        raise ValueError("the model and guide have no parameters to train")
+    optim = optimizer(params.params) if optimizer is not None else torch.optim.Adam(params.params, lr=lr)
+
+    history = History()
+    start_epoch, step = 0, 0
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if resume and checkpoint.exists():
+            start_epoch, step, history = _restore(checkpoint, module, params, optim, x.device)
+
+    bar = _progress_bar(epochs, start_epoch, _progress_enabled(progress))
+    try:
+        for epoch in range(start_epoch, epochs):
+            began = time.perf_counter()
+            if module is not None:
+                module.train()
+            total = 0.0
+            for index, rows in enumerate(_data.batches(x.shape[0], batch_size, device=x.device)):
+                if warmup_steps:
+                    module.beta = target_beta * min(1.0, (step + 1) / warmup_steps)
+                xb = x[rows]
+                if binarize == "dynamic":
+                    xb = torch.bernoulli(xb)
+                args = _args(xb, None if c is None else c[rows])
+                with poutine.trace(param_only=True) as capture:
+                    batch_loss = elbo.differentiable_loss(pair.model, pair.guide, *args)
+                value = batch_loss.item()
+                if not math.isfinite(value):
+                    where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
+                    raise FloatingPointError(
+                        f"non-finite loss ({value}) at epoch {epoch + 1}, step {index + 1}: "
+                        f"training stopped before the update{where}"
+                    )
+                new = params.add_from_trace(capture.trace)
+                if new:
+                    optim.add_param_group({"params": new})
+                optim.zero_grad(set_to_none=True)
+                (batch_loss / xb.shape[0]).backward()
+                optim.step()
+                total += value
+                step += 1
+                bar.set_postfix(loss=f"{value / xb.shape[0]:.3f}", refresh=False)
+            val_loss = _validation_loss(elbo, pair, module, val, batch_size)
+            history.append(
+                epoch=epoch + 1,
+                train_loss=total / x.shape[0],
+                val_loss=val_loss,
+                beta=getattr(module, "beta", None),
+                seconds=time.perf_counter() - began,
+            )
+            if checkpoint is not None:
+                _atomic_save(_checkpoint_state(epoch + 1, step, module, params, optim, history), checkpoint)
+            bar.update(1)
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
+    finally:
+        bar.close()
+        if target_beta is not None and warmup_steps:
+            module.beta = target_beta
+    return history
+
+
+def _args(x, c):
+    return (x,) if c is None else (x, c)
+
+
+def _training_data(data, module, c, binarize, name):
+    x, c = prepare(data, module, c, name=name, check_support=binarize is None)
+    if binarize is not None:
+        if ((x < 0) | (x > 1)).any():
+            raise ValueError(
+                f"binarize={binarize!r} needs {name} in [0, 1], got values in "
+                f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+            )
+        if binarize == "static":
+            x = _data.binarize(x, seed=0)
+    return x, c
+
+
+def _validation_loss(elbo, pair, module, val, batch_size):
+    if val is None:
+        return None
+    x, c = val
+    if module is not None:
+        module.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            args = _args(x[rows], None if c is None else c[rows])
+            total += elbo.differentiable_loss(pair.model, pair.guide, *args).item()
+    if module is not None:
+        module.train()
+    return total / x.shape[0]
+
+
+def _checkpoint_state(epoch, step, module, params, optim, history) -> dict:
+    store = pyro.get_param_store()
+    return {
+        "format": _FORMAT,
+        "epoch": epoch,
+        "step": step,
+        "module": module.state_dict() if module is not None else {},
+        "param_store": {name: store.get_param(name).unconstrained().detach().clone() for name in params.store_names},
+        "optimizer": optim.state_dict(),
+        "rng": _rng_state(),
+        "history": history.as_dict(),
+    }
+
+
+def _restore(path, module, params, optim, device):
+    state = load_checkpoint(path, map_location=device)
+    try:
+        if module is not None:
+            module.load_state_dict(state["module"])
+        store = pyro.get_param_store()
+        for name, value in state["param_store"].items():
+            if name not in store:
+                raise KeyError(f"parameter {name!r} of the checkpoint is not in this model")
+            with torch.no_grad():
+                store.get_param(name).unconstrained().copy_(value)
+        optim.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        history = History(**state["history"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match this model and optimizer ({error})"
+        ) from error
+    return state["epoch"], state["step"], history
+
+
+def _progress_bar(epochs, start, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=epochs,
+        initial=start,
+        unit="epoch",
+        desc="probae.fit",
+        dynamic_ncols=True,
+        disable=not enabled,
+    )

@@ -108,8 +108,6 @@ def log_weights(model, guide, args, num_samples: int, nesting: int) -> torch.Ten
         for site in trace.nodes.values():
             if site["type"] != "sample":
                 continue
-            if sign < 0 and site["is_observed"]:
-                continue
             total = total + sign * _per_point(site, _site_log_prob(site), nesting)
     if not isinstance(total, torch.Tensor):
         raise ValueError("the model and guide have no sample sites")

@@ -28,6 +28,7 @@ def _fresh_rng_and_store():
     yield
 
 
+@pytest.fixture
 def mnist_root():
     """The data root if the MNIST files are present, else skip the test."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():

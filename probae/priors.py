@@ -10,17 +10,24 @@ of ``c``). Constants are registered buffers and learned quantities are
 parameters, so ``.to(device)`` moves a prior with its model and nothing inside
 a model or guide is created on a fixed device.
 
-A user's own prior is any module honouring the same contract.
+A user's own prior is any module honouring the same contract. A prior with
+random variables of its own (the component of a mixture, summed out by
+enumeration) also defines :meth:`Prior.model`, the prior's part of the Pyro
+model: it samples those sites and returns the distribution of z given them.
 """
 
 from __future__ import annotations
 
 import math
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
+from pyro.distributions.transforms import AffineAutoregressive
+from pyro.nn import AutoRegressiveNN
 from torch import nn
+from torch.distributions.transforms import Transform
 from torch.nn.functional import softplus
 
 __all__ = [
@@ -30,6 +37,8 @@ __all__ = [
     "GaussianMixture",
     "Laplace",
     "Flat",
+    "VampPrior",
+    "Flow",
     "get",
 ]
 
@@ -66,6 +75,13 @@ class Prior(nn.Module):
                 "(use priors.ConditionalNormal for p(z|c))"
             )
         return self.distribution().expand(torch.Size(batch_shape))
+
+    def model(self, batch_shape=(), c=None) -> dist.TorchDistribution:
+        """The prior's part of the Pyro model, called inside the ``"data"`` plate just
+        before the ``"z"`` site: it samples the prior's own sites, if any, and returns
+        the distribution of z given them. A prior without sites of its own returns
+        ``self(batch_shape, c)``."""
+        return self(batch_shape, c)
 
     def distribution(self) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -104,20 +120,49 @@ class GaussianMixture(Prior):
 
     .. math:: p(z) = \sum_{k=1}^K \pi_k\, \mathcal N(z; \mu_k, \mathrm{diag}(\sigma_k^2)),
 
-    with learned weights :math:`\pi = \mathrm{softmax}(w)`, means and scales, as a
-    :class:`~pyro.distributions.MixtureSameFamily` (the component is summed out).
+    with learned weights :math:`\pi = \mathrm{softmax}(w)`, means and scales.
+
+    With ``enumerate=False`` the prior is the marginal mixture, a
+    :class:`~pyro.distributions.MixtureSameFamily` over z. With ``enumerate=True``
+    the component is an explicit discrete latent of the model,
+
+    .. math:: k \sim \mathrm{Categorical}(\pi), \qquad
+              z \mid k \sim \mathcal N(\mu_k, \mathrm{diag}(\sigma_k^2)),
+
+    a site ``"component"`` inside the ``"data"`` plate marked
+    ``infer={"enumerate": "parallel"}``: :func:`probae.fit` then trains with
+    :class:`~pyro.infer.TraceEnum_ELBO`, which sums k out exactly, so both forms
+    have the same ELBO for the same parameters. The enumerated form is the Pyro
+    way to give a VAE a discrete latent (Kingma et al. 2014, M2; Dilokthanakul et
+    al. 2016); :func:`probae.evaluate.cluster` reads off each point's most
+    probable component in either form.
+
     The means start spread out (a standard normal draw, fixed by ``seed``) so
     components do not collapse onto one another at the first step.
 
     :param int z_dim: latent dimension.
     :param int components: number of mixture components K.
+    :param bool enumerate: make the component an enumerated discrete site of the
+        model (True) or sum it out inside the density of z (False).
     :param float init_scale: initial standard deviation of each component.
     :param int seed: seed of the initial means (independent of the global RNG).
     """
 
-    def __init__(self, z_dim: int, components: int = 10, init_scale: float = 0.5, seed: int = 0):
+    def __init__(
+        self,
+        z_dim: int,
+        components: int = 10,
+        enumerate: bool = False,
+        init_scale: float = 0.5,
+        seed: int = 0,
+    ):
         super().__init__(z_dim)
         self.components = _check_dim("components", components)
+        if not isinstance(enumerate, bool):
+            raise TypeError(f"enumerate must be True or False, got {enumerate!r}")
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+        self.enumerate = enumerate
         generator = torch.Generator().manual_seed(seed)
         self.logits = nn.Parameter(torch.zeros(components))
         self.locs = nn.Parameter(torch.randn(components, z_dim, generator=generator))
@@ -142,8 +187,23 @@ class GaussianMixture(Prior):
             dist.Categorical(logits=self.logits), self.component_distribution()
         )
 
+    def model(self, batch_shape=(), c=None):
+        """The marginal mixture; or, with ``enumerate=True``, samples the site
+        ``"component"`` (enumerated in parallel by :class:`~pyro.infer.TraceEnum_ELBO`)
+        and returns p(z | component)."""
+        if not self.enumerate:
+            return self(batch_shape, c)
+        if c is not None:
+            self(batch_shape, c)  # raises the not-conditional error
+        k = pyro.sample(
+            "component",
+            dist.Categorical(logits=self.logits).expand(torch.Size(batch_shape)),
+            infer={"enumerate": "parallel"},
+        )
+        return dist.Normal(self.locs[k], self.scales[k]).to_event(1)
+
     def extra_repr(self):
-        return f"z_dim={self.z_dim}, components={self.components}"
+        return f"z_dim={self.z_dim}, components={self.components}, enumerate={self.enumerate}"
 
 
 class Laplace(Prior):
@@ -180,6 +240,191 @@ class Flat(Prior):
         return dist.ImproperUniform(constraints.real, torch.Size(), torch.Size([self.z_dim]))
 
 
+class VampPrior(Prior):
+    r"""The variational mixture of posteriors prior (Tomczak & Welling, 2018),
+
+    .. math:: p_\lambda(z) = \frac1K \sum_{k=1}^K q(z \mid u_k),
+
+    the model's own recognition network evaluated at K learned pseudo-inputs
+    :math:`u_k`. It approximates the aggregate posterior
+    :math:`\frac1N \sum_n q(z|x_n)`, the prior that maximizes the ELBO averaged
+    over the data, with far fewer components than data points. The encoder is
+    shared with the model, so the prior follows the encoder as it trains.
+
+    Pass the model's encoder::
+
+        encoder = nets.make_encoder(x_shape, z_dim)
+        vae = VAE(x_shape, z_dim, encoder=encoder,
+                  prior=priors.VampPrior(encoder, pseudo_inputs=500))
+
+    :param encoder: a network mapping ``(K, *x_shape)`` to ``(loc, scale)`` of a
+        diagonal Gaussian, the one the model's guide uses.
+    :param pseudo_inputs: the number K of pseudo-inputs, drawn from
+        :math:`\mathcal N(0.5, 0.1^2)` per pixel (seeded), or a tensor
+        ``(K, *x_shape)`` of initial values (a random subset of the training data
+        is a good start).
+    :param tuple x_shape: shape of one input; read from ``encoder.x_shape`` if None.
+    :param int seed: seed of the initial pseudo-inputs (independent of the global RNG).
+
+    **References**
+
+    [1] `VAE with a VampPrior`, Jakub M. Tomczak, Max Welling (AISTATS 2018)
+    """
+
+    def __init__(self, encoder, pseudo_inputs=500, x_shape=None, seed: int = 0):
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(
+                f"encoder must be a torch.nn.Module returning (loc, scale), got "
+                f"{type(encoder).__name__}"
+            )
+        if x_shape is None:
+            x_shape = getattr(encoder, "x_shape", None)
+        if isinstance(pseudo_inputs, torch.Tensor):
+            if not torch.is_floating_point(pseudo_inputs) or pseudo_inputs.dim() < 2:
+                raise ValueError(
+                    "pseudo_inputs as a tensor must be floating-point of shape (K, *x_shape), "
+                    f"got dtype {pseudo_inputs.dtype} and shape {tuple(pseudo_inputs.shape)}"
+                )
+            if x_shape is not None and tuple(pseudo_inputs.shape[1:]) != tuple(x_shape):
+                raise ValueError(
+                    f"pseudo_inputs must have shape (K, {', '.join(map(str, x_shape))}), got "
+                    f"{tuple(pseudo_inputs.shape)}"
+                )
+            init = pseudo_inputs.detach().clone().float()
+        else:
+            count = _check_dim("pseudo_inputs", pseudo_inputs)
+            if x_shape is None:
+                raise ValueError(
+                    "VampPrior needs x_shape= (the encoder has no x_shape attribute) or "
+                    "pseudo_inputs as a tensor of initial values"
+                )
+            generator = torch.Generator().manual_seed(seed)
+            init = 0.5 + 0.1 * torch.randn(count, *tuple(x_shape), generator=generator)
+        device = next((t.device for t in encoder.parameters()), init.device)
+        with torch.no_grad():
+            loc, scale = _encode(encoder, init.to(device))
+        super().__init__(loc.shape[-1])
+        self.encoder = encoder
+        self.pseudo_inputs = nn.Parameter(init)
+
+    @property
+    def num_pseudo_inputs(self) -> int:
+        return self.pseudo_inputs.shape[0]
+
+    def distribution(self):
+        loc, scale = _encode(self.encoder, self.pseudo_inputs)
+        mixing = dist.Categorical(logits=loc.new_zeros(loc.shape[0]))
+        return dist.MixtureSameFamily(mixing, dist.Normal(loc, scale).to_event(1))
+
+    def extra_repr(self):
+        return f"z_dim={self.z_dim}, pseudo_inputs={self.num_pseudo_inputs}"
+
+
+def _encode(encoder, u):
+    out = encoder(u)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(
+            f"VampPrior's encoder must return (loc, scale) of q(z|x), got {type(out).__name__}"
+        )
+    loc, scale = out
+    if loc.dim() != 2 or loc.shape != scale.shape:
+        raise ValueError(
+            f"VampPrior's encoder must return loc and scale of shape (K, z_dim), got "
+            f"{tuple(loc.shape)} and {tuple(scale.shape)}"
+        )
+    return loc, scale
+
+
+class Flow(Prior):
+    r"""A learned normalizing-flow prior: a standard normal pushed through
+    invertible maps :math:`f = f_L \circ \dots \circ f_1`,
+
+    .. math:: z = f(u),\quad u \sim \mathcal N(0, I), \qquad
+              \log p(z) = \log \mathcal N(f^{-1}(z); 0, I)
+              + \log\Big|\det \frac{\partial f^{-1}(z)}{\partial z}\Big|.
+
+    By default (``transforms`` an integer L) each :math:`f_l^{-1}` is an affine
+    autoregressive map :math:`u_i = (z_i - \mu_i(z_{<i}))\, e^{-\alpha_i(z_{<i})}`
+    with the order of the variables reversed from one layer to the next: the
+    masked autoregressive flow (Papamakarios et al. 2017), whose density, the
+    quantity the ELBO needs, takes one network pass per layer (drawing samples
+    takes ``z_dim``).
+
+    Any list of :mod:`pyro.distributions.transforms` works too (applied in order
+    from the base to z, as in :class:`~pyro.distributions.TransformedDistribution`);
+    its learnable ones (``TransformModule`` s) are registered as submodules, so
+    they train and move with the model::
+
+        import pyro.distributions.transforms as T
+        prior = priors.Flow(8, transforms=[T.spline_coupling(8), T.affine_coupling(8)])
+
+    :param int z_dim: latent dimension.
+    :param transforms: the number of default autoregressive layers, or a list of
+        Pyro transforms.
+    :param tuple hidden: hidden widths of each autoregressive network (default
+        ``(4 * z_dim + 2,)``); only with an integer ``transforms``.
+
+    **References**
+
+    [1] `Masked Autoregressive Flow for Density Estimation`, George Papamakarios,
+    Theo Pavlakou, Iain Murray (NeurIPS 2017)
+    """
+
+    def __init__(self, z_dim: int, transforms=2, hidden=None):
+        super().__init__(z_dim)
+        if isinstance(transforms, int) and not isinstance(transforms, bool):
+            layers = _check_dim("transforms", transforms)
+            hidden = [4 * z_dim + 2] if hidden is None else [int(h) for h in hidden]
+            if any(h < z_dim for h in hidden):
+                raise ValueError(f"hidden widths must be at least z_dim={z_dim}, got {hidden}")
+            self.layers = nn.ModuleList()
+            for index in range(layers):
+                order = torch.arange(z_dim)
+                if index % 2:
+                    order = order.flip(0)
+                arn = AutoRegressiveNN(z_dim, hidden, permutation=order)
+                self.layers.append(AffineAutoregressive(arn))
+            # The density direction is the cheap one: each layer maps z towards u.
+            self._transforms = None
+        else:
+            if hidden is not None:
+                raise ValueError("hidden= applies only to the default layers (transforms=int)")
+            try:
+                transforms = list(transforms)
+            except TypeError:
+                raise TypeError(
+                    "transforms must be a number of layers or a list of "
+                    f"pyro.distributions.transforms, got {type(transforms).__name__}"
+                ) from None
+            if not transforms or not all(isinstance(t, Transform) for t in transforms):
+                raise TypeError(
+                    "transforms must be a non-empty list of torch/pyro Transform objects"
+                )
+            self.layers = nn.ModuleList(
+                [
+                    m
+                    for t in transforms
+                    for m in (t, getattr(t, "inv", None))
+                    if isinstance(m, nn.Module)
+                ]
+            )
+            self._transforms = transforms
+
+    def transforms(self) -> list:
+        """The maps from the base distribution to z, in order."""
+        if self._transforms is not None:
+            return list(self._transforms)
+        return [layer.inv for layer in reversed(self.layers)]
+
+    def distribution(self):
+        zeros = self._zeros()
+        base = dist.Normal(zeros, zeros + 1.0).to_event(1)
+        return dist.TransformedDistribution(base, self.transforms())
+
+    def extra_repr(self):
+        return f"z_dim={self.z_dim}, transforms={len(self.transforms())}"
+
+
 _REGISTRY = {
     "standard-normal": StandardNormal,
     "normal": Normal,
@@ -187,12 +432,14 @@ _REGISTRY = {
     "gmm": GaussianMixture,
     "laplace": Laplace,
     "flat": Flat,
+    "flow": Flow,
 }
 
 
 def get(name: str, z_dim: int, **kwargs) -> Prior:
     """Builds a prior from its command-line name (``standard-normal``, ``normal``,
-    ``gaussian-mixture``/``gmm``, ``laplace``, ``flat``)."""
+    ``gaussian-mixture``/``gmm``, ``laplace``, ``flat``, ``flow``). The VampPrior
+    needs the model's encoder and is built directly (:class:`VampPrior`)."""
     try:
         cls = _REGISTRY[name.lower().replace("_", "-")]
     except KeyError:

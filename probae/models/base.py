@@ -99,9 +99,15 @@ class Autoencoder(nn.Module):
         n = self._batch_size(x, c)
         with pyro.plate("data", n):
             with poutine.scale(scale=self.beta):
-                z = pyro.sample("z", self.prior((n,), c) if c is not None else self.prior((n,)))
+                z = pyro.sample("z", self._prior_of_z(n, c))
             out = self.decoder(z) if c is None else self.decoder(z, c)
             return pyro.sample("x", self.likelihood(out, len(self.x_shape)), obs=x)
+
+    def _prior_of_z(self, n, c):
+        # A probae prior may sample sites of its own first (an enumerated mixture
+        # component) and return p(z | them); a user's module returns p(z) directly.
+        prior = self.prior.model if isinstance(self.prior, _priors.Prior) else self.prior
+        return prior((n,), c) if c is not None else prior((n,))
 
     def guide(self, x, c=None):
         raise NotImplementedError

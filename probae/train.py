@@ -10,6 +10,11 @@ evaluates a Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
   :class:`~pyro.infer.RenyiELBO` with :math:`\alpha = 0` and ``num_particles``
   vectorized particles (:class:`IWAE`).
 
+A model with discrete sites marked ``infer={"enumerate": "parallel"}`` (a
+:class:`~probae.priors.GaussianMixture` with ``enumerate=True``) is trained with
+:class:`~pyro.infer.TraceEnum_ELBO` for ``loss="elbo"``, and with those sites
+summed out of every importance weight for ``loss="iwae"``.
+
 This is Pyro's SVI with module-local parameters: the built-in models keep their
 parameters in their own :class:`torch.nn.Module` (never in Pyro's global param
 store, so two models in one process never share parameters), while any
@@ -33,10 +38,12 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
+from pyro.poutine.util import prune_subsample_sites
 
 from . import data as _data
+from . import importance
 from ._common import as_pair, positive_int, prepare
 
 __all__ = ["IWAE", "History", "fit", "make_elbo", "load_checkpoint", "CHECKPOINT_NAME"]
@@ -62,17 +69,27 @@ class IWAE(RenyiELBO):
     :param int num_particles: K, drawn in one vectorized pass.
     """
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf")):
+    def __init__(
+        self,
+        num_particles: int = 5,
+        max_plate_nesting: float = float("inf"),
+        enumerate: bool = False,
+    ):
+        if enumerate and max_plate_nesting == float("inf"):
+            raise ValueError("IWAE(enumerate=True) needs a finite max_plate_nesting")
         super().__init__(
             alpha=0.0,
             num_particles=num_particles,
             max_plate_nesting=max_plate_nesting,
             vectorize_particles=True,
         )
+        self.enumerate = enumerate
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The negative IWAE bound, summed over data points, differentiable in every
         parameter (reparameterized guides only)."""
+        if self.enumerate:
+            return self._enumerated_loss(model, guide, args, kwargs)
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
             log_w = 0.0
@@ -92,17 +109,66 @@ class IWAE(RenyiELBO):
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
         return -bound.sum()
 
+    def _enumerated_loss(self, model, guide, args, kwargs):
+        # Enumerated sites are summed out of each weight (importance.log_weights),
+        # with site scales applied as TraceEnum_ELBO applies them.
+        if kwargs:
+            raise ValueError("IWAE(enumerate=True) takes positional model arguments only")
+        nesting = self.max_plate_nesting - 1  # less the particle plate
+        pair = importance.traces(model, guide, args, self.num_particles, nesting)
+        for name, site in prune_subsample_sites(pair[0]).nodes.items():
+            if site["type"] == "sample" and not site["is_observed"]:
+                if not getattr(site["fn"], "has_rsample", False):
+                    raise ValueError(
+                        f"loss='iwae' needs reparameterized guide sites; {name!r} is not"
+                    )
+        log_w = importance.log_weights(
+            model, guide, args, self.num_particles, nesting, scaled=True, trace_pair=pair
+        )
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return -bound.sum()
 
-def make_elbo(loss: str = "elbo", num_particles: int = 1):
-    """The Pyro ELBO object for a loss name (``"elbo"``, ``"meanfield"``, ``"iwae"``)."""
+
+def make_elbo(
+    loss: str = "elbo", num_particles: int = 1, max_plate_nesting=None, enumerate: bool = False
+):
+    """The Pyro ELBO object for a loss name (``"elbo"``, ``"meanfield"``, ``"iwae"``).
+
+    :param int max_plate_nesting: how many plates deep the pair goes (guessed on the
+        first call if None).
+    :param bool enumerate: the model has enumerated discrete sites (needs
+        ``max_plate_nesting``): ``"elbo"`` becomes :class:`~pyro.infer.TraceEnum_ELBO`
+        and ``"iwae"`` sums the enumerated sites out of each weight.
+    """
     num_particles = positive_int("num_particles", num_particles)
-    if loss == "iwae":
-        return IWAE(num_particles)
     vectorize = num_particles > 1
+    nesting = float("inf") if max_plate_nesting is None else max_plate_nesting
+    if enumerate:
+        if max_plate_nesting is None:
+            raise ValueError("make_elbo(enumerate=True) needs max_plate_nesting")
+        if loss == "iwae":
+            return IWAE(num_particles, max_plate_nesting=nesting, enumerate=True)
+        if loss == "elbo":
+            return TraceEnum_ELBO(
+                num_particles=num_particles,
+                vectorize_particles=vectorize,
+                max_plate_nesting=nesting,
+            )
+        if loss == "meanfield":
+            raise ValueError(
+                "loss='meanfield' cannot sum out the model's enumerated discrete sites; "
+                "use loss='elbo' (TraceEnum_ELBO) or loss='iwae'"
+            )
+    if loss == "iwae":
+        return IWAE(num_particles, max_plate_nesting=nesting)
     if loss == "elbo":
-        return Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorize)
+        return Trace_ELBO(
+            num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
+        )
     if loss == "meanfield":
-        return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=vectorize)
+        return TraceMeanField_ELBO(
+            num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
+        )
     raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
 
 
@@ -279,7 +345,6 @@ def fit(
         val = _training_data(validation, module, validation_c, binarize, "validation")
         if binarize == "dynamic":  # one fixed draw, so epochs are comparable
             val = (_data.binarize(val[0], seed=0), val[1])
-    elbo = make_elbo(loss, num_particles)
     target_beta = getattr(module, "beta", None)
     steps_per_epoch = math.ceil(x.shape[0] / batch_size)
     warmup_steps = beta_warmup * steps_per_epoch
@@ -290,6 +355,12 @@ def fit(
     probe = _args(
         torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x,
         None if c is None else c[:batch_size],
+    )
+    elbo = make_elbo(
+        loss,
+        num_particles,
+        max_plate_nesting=importance.max_plate_nesting(pair.model, pair.guide, probe),
+        enumerate=bool(importance.enumerated_sites(pair.model, pair.guide, probe)),
     )
     with poutine.trace(param_only=True) as capture:
         elbo.differentiable_loss(pair.model, pair.guide, *probe)

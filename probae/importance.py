@@ -42,18 +42,20 @@ def _unwrap(fn):
     return fn
 
 
-def _unchanged_rng(args):
-    """Probing a pair's structure leaves the random stream where it was, so that a
-    model's draws do not depend on how often it was probed."""
+def preserve_rng(args):
+    """A block after which the random stream is where it was before."""
     devices = [a.device for a in args if isinstance(a, torch.Tensor) and a.device.type == "cuda"]
     return torch.random.fork_rng(devices=devices[:1])
 
 
 def max_plate_nesting(model, guide, args) -> int:
     """Runs the pair once and returns how many plates deep its sites go."""
-    with poutine.block(), _unchanged_rng(args):
+    with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+        # Draws of model-only sites (an enumerated component, sampled here) leave the
+        # stream untouched: estimates then do not depend on whether a site is enumerated.
+        with preserve_rng(args):
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     dims = [
         frame.dim
         for trace in (guide_trace, model_trace)
@@ -67,7 +69,7 @@ def max_plate_nesting(model, guide, args) -> int:
 
 def check_guide_has_density(guide, args, what: str) -> None:
     """Raises a ValueError if a latent site of the guide is a Delta (a point mass)."""
-    with poutine.block(), _unchanged_rng(args):
+    with poutine.block():
         trace = poutine.trace(guide).get_trace(*args)
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"]:
@@ -199,7 +201,7 @@ def joint_terms(guide_trace, model_trace, nesting: int, scaled: bool = False):
 
 def enumerated_sites(model, guide, args) -> list:
     """Names of the model's sites marked ``infer={"enumerate": "parallel"}``."""
-    with poutine.block(), torch.no_grad(), _unchanged_rng(args):
+    with poutine.block(), torch.no_grad(), preserve_rng(args):
         guide_trace = poutine.trace(guide).get_trace(*args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     return [

@@ -383,12 +383,12 @@ def _fit(
         torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x,
         None if c is None else c[:batch_size],
     )
-    elbo = make_elbo(
-        loss,
-        num_particles,
-        max_plate_nesting=importance.max_plate_nesting(pair.model, pair.guide, probe),
-        enumerate=bool(importance.enumerated_sites(pair.model, pair.guide, probe)),
-    )
+    if importance.enumerated_sites(pair.model, pair.guide, probe):
+        with importance.preserve_rng(probe):
+            nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
+        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, enumerate=True)
+    else:
+        elbo = make_elbo(loss, num_particles)
     with poutine.trace(param_only=True) as capture:
         elbo.differentiable_loss(pair.model, pair.guide, *probe)
     params.add_from_trace(capture.trace)

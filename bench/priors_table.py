@@ -18,7 +18,7 @@ CPU thread. Examples::
     python bench/priors_table.py --dataset digits --epochs 500
     python bench/priors_table.py --dataset mnist --root ../shared/data --epochs 5 \\
         --z-dim 40 --pseudo-inputs 500 --test-points 300
-    python bench/priors_table.py --figure docs/images/aggregate_posterior.png --epochs 300
+    python bench/priors_table.py --figure docs/_static/aggregate_posterior.png --epochs 300
 """
 
 from __future__ import annotations

@@ -687,7 +687,8 @@ def cmd_train(args) -> int:
     model, history, seconds, pictures = _train(config, run_dir, has_run, device, args.progress)
     last = history.train_loss[-1] if len(history) else float("nan")
     print(
-        f"trained {config['model']} on {config['data']} for {config['epochs']} epochs "
+        f"trained {config['model']} on {config['data']} for {config['epochs']} "
+        f"epoch{'s' if config['epochs'] != 1 else ''} "
         f"({seconds:.1f} s this session); last training loss {last:.3f} nats per {_per(config)}"
     )
     print(f"run directory: {run_dir} ({', '.join(p.name for p in pictures)})")

@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=int,
         default=DEMO_EPOCHS,
-        help=f"training epochs (default: {DEMO_EPOCHS}, 20 to 40 s on two CPU cores)",
+        help=f"training epochs (default: {DEMO_EPOCHS}, about 20 s on two idle CPU cores)",
     )
     demo.add_argument(
         "--num-samples",

@@ -5,7 +5,7 @@ Every autoencoder here is a Pyro model/guide pair; one training loop
 and a user's own pair too.
 """
 
-from . import data, evaluate, likelihoods, nets, priors
+from . import data, evaluate, likelihoods, nets, priors, viz
 from .models import VAE
 from .train import History, fit
 
@@ -20,4 +20,5 @@ __all__ = [
     "likelihoods",
     "nets",
     "priors",
+    "viz",
 ]

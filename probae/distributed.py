@@ -52,7 +52,9 @@ def setup(backend: str | None = None) -> torch.device:
 
     :param str backend: ``"nccl"`` on GPUs and ``"gloo"`` on CPUs by default.
     """
-    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    missing = [
+        k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
     if missing:
         raise RuntimeError(
             f"probae.distributed.setup needs torchrun's environment; {', '.join(missing)} "
@@ -106,7 +108,11 @@ def wrap_loss(module: nn.Module, elbo, model, guide):
 
 def shared_order(n: int, device) -> torch.Tensor:
     """One permutation of ``range(n)`` drawn on rank 0 and broadcast to every rank."""
-    order = torch.randperm(n, device=device) if rank() == 0 else torch.empty(n, dtype=torch.long, device=device)
+    order = (
+        torch.randperm(n, device=device)
+        if rank() == 0
+        else torch.empty(n, dtype=torch.long, device=device)
+    )
     dist.broadcast(order, src=0)
     return order
 

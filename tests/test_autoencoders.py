@@ -83,6 +83,12 @@ def test_sparse_l1_adds_lambda_l1_minus_the_laplace_normalizer(digits, device):
         evaluate.elbo(plain, x) - evaluate.elbo(sparse, x), per_point, rtol=1e-10, atol=1e-9
     )
     torch.testing.assert_close(_loss(sparse, x) - _loss(plain, x), per_point.sum())
+    # beta scales the prior term, and both ELBOs agree on it (the guide's z site carries
+    # the same scale, which is the one TraceMeanField_ELBO reads).
+    sparse.beta = 0.5
+    mean_field = TraceMeanField_ELBO().differentiable_loss(sparse.model, sparse.guide, x)
+    torch.testing.assert_close(_loss(sparse, x) - _loss(plain, x), 0.5 * per_point.sum())
+    torch.testing.assert_close(mean_field, _loss(sparse, x))
 
 
 def test_sparse_kl_penalty_is_the_bernoulli_kl_at_the_batch_mean(digits, device):

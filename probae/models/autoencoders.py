@@ -68,6 +68,7 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import nn
 
 from .. import corruption as _corruption
@@ -277,7 +278,10 @@ class DeterministicAutoencoder(Autoencoder):
         x = self.check_x(x)
         self._no_condition(c)
         with pyro.plate("data", x.shape[0]):
-            return pyro.sample("z", dist.Delta(self.guide_code(x), event_dim=1))
+            code = self.guide_code(x)
+            # The same scale as the model's z site: TraceMeanField_ELBO reads the guide's.
+            with poutine.scale(scale=self.beta):
+                return pyro.sample("z", dist.Delta(code, event_dim=1))
 
     def model(self, x=None, c=None):
         self._no_condition(c)

@@ -28,6 +28,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
     train, test = data.load("digits", "train"), data.load("digits", "test")
+    torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
     model = probae.AE(train.x.shape[1:], args.z_dim, hidden=(128,))
     history = probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)
     print(f"loss per point: {history.train_loss[0]:.2f} -> {history.train_loss[-1]:.2f} nats")

@@ -27,6 +27,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
     train, test = data.load("digits", "train"), data.load("digits", "test")
+    torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
     model = probae.ContractiveAE(train.x.shape[1:], args.z_dim, weight=args.weight)
     probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)
     with torch.no_grad():

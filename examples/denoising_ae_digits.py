@@ -29,6 +29,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
     train, test = data.load("digits", "train"), data.load("digits", "test")
+    torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
     noise = corruption.MaskingNoise(args.p)
     model = probae.DenoisingAE(train.x.shape[1:], args.z_dim, corruption=noise, hidden=(128,))
     probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)

@@ -27,6 +27,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
     train, test = data.load("digits", "train"), data.load("digits", "test")
+    torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
     model = probae.KSparseAE(train.x.shape[1:], args.z_dim, k=args.k)
     probae.fit(model, train, epochs=args.epochs, batch_size=64, lr=3e-3, seed=args.seed)
     with torch.no_grad():

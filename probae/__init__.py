@@ -5,13 +5,20 @@ Every autoencoder here is a Pyro model/guide pair; one training loop
 and a user's own pair too.
 """
 
-from . import data, evaluate, likelihoods, nets, priors, viz
-from .models import VAE
+from . import corruption, data, evaluate, likelihoods, nets, priors, viz
+from .models import AE, VAE, ContractiveAE, DenoisingAE, KSparseAE, SparseAE, fit_latent_density
 from .train import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AE",
+    "ContractiveAE",
+    "DenoisingAE",
+    "KSparseAE",
+    "SparseAE",
+    "corruption",
+    "fit_latent_density",
     "VAE",
     "History",
     "data",

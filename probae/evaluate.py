@@ -173,3 +173,75 @@ def reconstruction_error(model, data, c=None, batch_size: int = 1000) -> torch.T
             diff = xb - model.reconstruct(xb, cb)
             out.append(diff.reshape(diff.shape[0], -1).pow(2).sum(-1))
     return torch.cat(out)
+
+
+def linear_probe(
+    model,
+    train,
+    test,
+    train_y=None,
+    test_y=None,
+    batch_size: int = 1000,
+    max_iter: int = 2000,
+) -> float:
+    r"""Feature quality: the test accuracy of a linear classifier on the codes.
+
+    A multinomial logistic regression (scikit-learn, L2-regularized, on standardized
+    features) is fitted to the codes of ``train`` and their labels, and scored on the
+    codes of ``test``. The same call measures baselines: pass a callable such as
+    ``lambda x: x`` (raw pixels) or a fitted projection instead of a model.
+
+    :param model: a probae model (its :meth:`encode` gives the features) or a callable
+        mapping a tensor ``(N, ...)`` to features ``(N, F)``.
+    :param train: a :class:`~probae.data.Dataset` with labels, or a tensor with ``train_y``.
+    :param test: the same, for scoring.
+    :param train_y: labels of ``train`` when it is a tensor (or to override ``train.y``).
+    :param test_y: labels of ``test`` likewise.
+    :param int batch_size: points encoded at once.
+    :param int max_iter: iterations of the logistic-regression solver.
+    :returns: the fraction of ``test`` classified correctly.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    batch_size = positive_int("batch_size", batch_size)
+    max_iter = positive_int("max_iter", max_iter)
+    if hasattr(model, "encode"):
+        module = model if isinstance(model, torch.nn.Module) else None
+        features = model.encode
+    elif callable(model):
+        module, features = None, model
+    else:
+        raise TypeError(
+            "model must be a probae model (with .encode) or a callable x -> features, "
+            f"got {type(model).__name__}"
+        )
+
+    def codes_and_labels(data, labels, name):
+        if labels is None:
+            labels = getattr(data, "y", None)
+        if labels is None:
+            raise ValueError(f"{name} has no labels: pass a labelled Dataset or {name}_y=")
+        x = prepare(data, module, name=name, check_support=False)[0]
+        labels = torch.as_tensor(labels).reshape(-1)
+        if labels.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"{name}_y must have one label per point: {name} has {x.shape[0]} points, "
+                f"{name}_y has {labels.shape[0]}"
+            )
+        with torch.no_grad(), _eval_mode(module):
+            z = torch.cat([features(xb).reshape(xb.shape[0], -1) for xb in x.split(batch_size)])
+        return z.double().cpu().numpy(), labels.cpu().numpy()
+
+    z_train, y_train = codes_and_labels(train, train_y, "train")
+    z_test, y_test = codes_and_labels(test, test_y, "test")
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    # A small problem: threaded BLAS spends more time synchronizing than computing.
+    with threadpool_limits(limits=1):
+        classifier.fit(z_train, y_train)
+        return float(classifier.score(z_test, y_test))
+
+
+__all__.append("linear_probe")

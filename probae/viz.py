@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from . import data as _data
 from ._common import device_of
+from ._viz_ae import filters, first_layer_weights, vector_field
 
 __all__ = [
     "image_grid",
@@ -36,6 +37,9 @@ __all__ = [
     "interpolation",
     "latent_scatter",
     "history_plot",
+    "vector_field",
+    "filters",
+    "first_layer_weights",
 ]
 
 #: grey level of the one-pixel border between tiles of a mosaic

@@ -6,7 +6,7 @@ and a user's own pair too.
 """
 
 from . import data, evaluate, likelihoods, nets, priors
-from .models import VAE
+from .models import CVAE, VAE, ConditionalBaseline
 from .train import History, fit
 
 __version__ = "0.1.0"
@@ -21,3 +21,4 @@ __all__ = [
     "nets",
     "priors",
 ]
+__all__ += ["CVAE", "ConditionalBaseline"]

@@ -230,6 +230,7 @@ def fit(
     resume: bool = False,
     seed: int | None = None,
     progress: bool | None = None,
+    condition=None,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -254,6 +255,10 @@ def fit(
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show a progress bar (default: when stderr is a terminal).
+    :param condition: what the condition c is, instead of ``c=``: ``"label"`` (one-hot
+        rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
+        tensor field of the data, or a tensor. Without either, a data set that carries
+        its own ``c`` (:func:`probae.data.quadrants`) supplies it.
     :returns: the :class:`History` of the whole run.
     """
     pair = as_pair(model)
@@ -273,6 +278,10 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
 
+    c_shape = getattr(module, "c_shape", None)
+    c = _data.resolve_condition(data, condition, c, c_shape, "data")
+    if validation is not None and validation_c is None and not torch.is_tensor(condition):
+        validation_c = _data.resolve_condition(validation, condition, None, c_shape, "validation")
     x, c = _training_data(data, module, c, binarize, "data")
     val = None
     if validation is not None:

@@ -148,9 +148,7 @@ def log_likelihood(
     """
     num_samples = positive_int("num_samples", num_samples)
     chunk_size = positive_int("chunk_size", chunk_size)
-    pair, x, c, batch_size, nesting = _setup(
-        model, data, c, batch_size, "log_likelihood", True
-    )
+    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "log_likelihood", True)
     out = []
     with torch.no_grad(), _eval_mode(pair.module):
         for args in _per_batch(x, c, batch_size):

@@ -79,10 +79,11 @@ class Bernoulli(Likelihood):
 
     def validate(self, x):
         super().validate(x)
-        if not ((x == 0) | (x == 1)).all():
+        outside = (x != 0) & (x != 1)
+        if outside.any():
             raise ValueError(
                 f"Bernoulli likelihood needs x in {{0, 1}}, but x has values in {_describe(x)} "
-                "that are not all 0 or 1; binarize the data (fit(..., binarize='dynamic') or "
+                f"such as {x[outside][0].item():.4g}; binarize the data (fit(..., binarize='dynamic') or "
                 "data.binarize) or use likelihoods.ContinuousBernoulli()"
             )
 
@@ -108,10 +109,11 @@ class ContinuousBernoulli(Likelihood):
 
     def validate(self, x):
         super().validate(x)
-        if (x < 0).any() or (x > 1).any():
+        outside = (x < 0) | (x > 1)
+        if outside.any():
             raise ValueError(
                 f"ContinuousBernoulli likelihood needs x in [0, 1], but x has values in "
-                f"{_describe(x)}"
+                f"{_describe(x)} such as {x[outside][0].item():.4g}"
             )
 
 
@@ -119,7 +121,9 @@ class _LocationScale(Likelihood):
     def __init__(self, scale: float = 1.0, learn_scale: bool = False):
         super().__init__()
         if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
-            raise ValueError(f"{self.name} likelihood: scale must be a positive number, got {scale!r}")
+            raise ValueError(
+                f"{self.name} likelihood: scale must be a positive number, got {scale!r}"
+            )
         log_scale = torch.tensor(float(scale)).log()
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
@@ -184,4 +188,3 @@ def get(name: str, **kwargs) -> Likelihood:
             f"unknown likelihood {name!r}; expected one of {sorted(_REGISTRY)}"
         ) from None
     return cls(**kwargs)
-

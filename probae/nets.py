@@ -154,7 +154,9 @@ class ConvDecoder(nn.Module):
         self.c_dim = c_dim
         c1, c2 = channels
         self._grid = (c1, H // 4, W // 4)
-        self.head = nn.Sequential(MLP(z_dim + c_dim, (hidden,), c1 * (H // 4) * (W // 4)), nn.ReLU())
+        self.head = nn.Sequential(
+            MLP(z_dim + c_dim, (hidden,), c1 * (H // 4) * (W // 4)), nn.ReLU()
+        )
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
             nn.ReLU(),

@@ -54,7 +54,7 @@ class Prior(nn.Module):
         super().__init__()
         self.z_dim = _check_dim("z_dim", z_dim)
         # A zero-size buffer that tells the prior's device and dtype.
-        self.register_buffer("_anchor", torch.zeros(()))
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def _zeros(self) -> torch.Tensor:
         return self._anchor.new_zeros(self.z_dim)

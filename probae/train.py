@@ -230,6 +230,7 @@ def fit(
     resume: bool = False,
     seed: int | None = None,
     progress: bool | None = None,
+    validate: bool = False,
     condition=None,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
@@ -255,12 +256,39 @@ def fit(
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show a progress bar (default: when stderr is a terminal).
+    :param bool validate: run Pyro's distribution-argument checks at every step. The data
+        is checked once up front either way, and a non-finite loss always stops training.
     :param condition: what the condition c is, instead of ``c=``: ``"label"`` (one-hot
         rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
         tensor field of the data, or a tensor. Without either, a data set that carries
         its own ``c`` (:func:`probae.data.quadrants`) supplies it.
     :returns: the :class:`History` of the whole run.
     """
+    with pyro.validation_enabled(validate):
+        return _fit(**locals())
+
+
+def _fit(
+    model,
+    data,
+    epochs,
+    batch_size,
+    loss,
+    num_particles,
+    lr,
+    optimizer,
+    binarize,
+    c,
+    validation,
+    validation_c,
+    beta_warmup,
+    checkpoint_dir,
+    resume,
+    seed,
+    progress,
+    validate,
+    condition,
+):
     pair = as_pair(model)
     module = pair.module
     epochs = positive_int("epochs", epochs)
@@ -305,7 +333,11 @@ def fit(
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
-    optim = optimizer(params.params) if optimizer is not None else torch.optim.Adam(params.params, lr=lr)
+    optim = (
+        optimizer(params.params)
+        if optimizer is not None
+        else torch.optim.Adam(params.params, lr=lr)
+    )
 
     history = History()
     start_epoch, step = 0, 0
@@ -357,7 +389,9 @@ def fit(
                 seconds=time.perf_counter() - began,
             )
             if checkpoint is not None:
-                _atomic_save(_checkpoint_state(epoch + 1, step, module, params, optim, history), checkpoint)
+                _atomic_save(
+                    _checkpoint_state(epoch + 1, step, module, params, optim, history), checkpoint
+                )
             bar.update(1)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
     finally:
@@ -408,7 +442,10 @@ def _checkpoint_state(epoch, step, module, params, optim, history) -> dict:
         "epoch": epoch,
         "step": step,
         "module": module.state_dict() if module is not None else {},
-        "param_store": {name: store.get_param(name).unconstrained().detach().clone() for name in params.store_names},
+        "param_store": {
+            name: store.get_param(name).unconstrained().detach().clone()
+            for name in params.store_names
+        },
         "optimizer": optim.state_dict(),
         "rng": _rng_state(),
         "history": history.as_dict(),

@@ -54,8 +54,12 @@ class VAE(Autoencoder):
         decoder=None,
     ):
         super().__init__(x_shape, z_dim, prior, likelihood, beta)
-        self.encoder = nets.make_encoder(self.x_shape, z_dim, hidden) if encoder is None else encoder
-        self.decoder = nets.make_decoder(z_dim, self.x_shape, hidden) if decoder is None else decoder
+        self.encoder = (
+            nets.make_encoder(self.x_shape, z_dim, hidden) if encoder is None else encoder
+        )
+        self.decoder = (
+            nets.make_decoder(z_dim, self.x_shape, hidden) if decoder is None else decoder
+        )
 
     def posterior(self, x, c=None) -> dist.TorchDistribution:
         """q(z|x) as a distribution with ``event_dim=1``."""

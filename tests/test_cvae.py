@@ -383,3 +383,25 @@ def test_one_hot():
         data.one_hot([3], 3)
     with pytest.raises(TypeError, match="integers"):
         data.one_hot(torch.tensor([0.5]), 3)
+
+
+# -- pictures --------------------------------------------------------------------------
+
+
+def test_pictures_are_pngs(tmp_path):
+    import matplotlib.image
+
+    from probae import _viz_cvae
+
+    task = data.quadrants("digits", observed=1)
+    cvae = CVAE.for_task(task, z_dim=2, hidden=(16,))
+    baseline = ConditionalBaseline.for_task(task, hidden=(16,))
+    path = _viz_cvae.quadrant_completions(
+        cvae, task, num_images=5, num_samples=3, baseline=baseline, path=tmp_path / "q.png"
+    )
+    assert matplotlib.image.imread(path).ndim == 3
+    labels = CVAE((64,), (10,), 2, hidden=(16,))
+    path = _viz_cvae.class_samples(labels, num_per_class=4, path=tmp_path / "k.png")
+    assert matplotlib.image.imread(path).ndim == 3
+    with pytest.raises(ValueError, match="class-conditional"):
+        _viz_cvae.class_samples(CVAE((64,), (2, 5), 2), path=tmp_path / "no.png")

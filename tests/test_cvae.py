@@ -405,3 +405,13 @@ def test_pictures_are_pngs(tmp_path):
     assert matplotlib.image.imread(path).ndim == 3
     with pytest.raises(ValueError, match="class-conditional"):
         _viz_cvae.class_samples(CVAE((64,), (2, 5), 2), path=tmp_path / "no.png")
+
+
+@pytest.mark.data
+def test_mnist_quadrants_have_the_tutorials_layout(mnist_root):
+    task = data.quadrants("mnist", observed=1, root=mnist_root)
+    assert task.c_shape == (196,) and task.x_shape == (588,)
+    assert len(task.train) == 60000 and len(task.test) == 10000
+    grid = task.mask.reshape(28, 28)
+    assert grid[14:, :14].all() and grid.sum() == 196
+    assert set(task.test.x[:100].unique().tolist()) == {0.0, 1.0}

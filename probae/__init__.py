@@ -6,24 +6,36 @@ and a user's own pair too.
 """
 
 from . import corruption, data, evaluate, likelihoods, nets, priors, viz
-from .models import AE, VAE, ContractiveAE, DenoisingAE, KSparseAE, SparseAE, fit_latent_density
+from .models import (
+    AE,
+    CVAE,
+    VAE,
+    ConditionalBaseline,
+    ContractiveAE,
+    DenoisingAE,
+    KSparseAE,
+    SparseAE,
+    fit_latent_density,
+)
 from .train import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AE",
+    "CVAE",
+    "VAE",
+    "ConditionalBaseline",
     "ContractiveAE",
     "DenoisingAE",
+    "History",
     "KSparseAE",
     "SparseAE",
     "corruption",
-    "fit_latent_density",
-    "VAE",
-    "History",
     "data",
     "evaluate",
     "fit",
+    "fit_latent_density",
     "likelihoods",
     "nets",
     "priors",

@@ -231,6 +231,7 @@ def fit(
     seed: int | None = None,
     progress: bool | None = None,
     validate: bool = False,
+    condition=None,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -257,6 +258,10 @@ def fit(
     :param bool progress: show a progress bar (default: when stderr is a terminal).
     :param bool validate: run Pyro's distribution-argument checks at every step. The data
         is checked once up front either way, and a non-finite loss always stops training.
+    :param condition: what the condition c is, instead of ``c=``: ``"label"`` (one-hot
+        rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
+        tensor field of the data, or a tensor. Without either, a data set that carries
+        its own ``c`` (:func:`probae.data.quadrants`) supplies it.
     :returns: the :class:`History` of the whole run.
     """
     with pyro.validation_enabled(validate):
@@ -282,6 +287,7 @@ def _fit(
     seed,
     progress,
     validate,
+    condition,
 ):
     pair = as_pair(model)
     module = pair.module
@@ -300,6 +306,10 @@ def _fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
 
+    c_shape = getattr(module, "c_shape", None)
+    c = _data.resolve_condition(data, condition, c, c_shape, "data")
+    if validation is not None and validation_c is None and not torch.is_tensor(condition):
+        validation_c = _data.resolve_condition(validation, condition, None, c_shape, "validation")
     x, c = _training_data(data, module, c, binarize, "data")
     val = None
     if validation is not None:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from . import data as _data
 from ._common import device_of
 from ._viz_ae import filters, first_layer_weights, vector_field
+from ._viz_cvae import class_samples, quadrant_completions
 
 __all__ = [
     "image_grid",
@@ -40,6 +41,8 @@ __all__ = [
     "vector_field",
     "filters",
     "first_layer_weights",
+    "class_samples",
+    "quadrant_completions",
 ]
 
 #: grey level of the one-pixel border between tiles of a mosaic

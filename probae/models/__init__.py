@@ -10,11 +10,14 @@ from .autoencoders import (
     fit_latent_density,
 )
 from .base import Autoencoder
+from .cvae import CVAE, ConditionalBaseline
 from .vae import VAE
 
 __all__ = [
     "AE",
     "Autoencoder",
+    "CVAE",
+    "ConditionalBaseline",
     "ContractiveAE",
     "DenoisingAE",
     "DeterministicAutoencoder",

@@ -37,6 +37,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
 
 from . import data as _data
+from . import distributed
 from ._common import as_pair, positive_int, prepare
 
 __all__ = ["IWAE", "History", "fit", "make_elbo", "load_checkpoint", "CHECKPOINT_NAME"]
@@ -305,6 +306,8 @@ def _fit(
         raise ValueError("resume=True needs checkpoint_dir=")
     if seed is not None:
         pyro.set_rng_seed(seed)
+    world = distributed.world_size()
+    _decorrelate_ranks()
 
     c_shape = getattr(module, "c_shape", None)
     c = _data.resolve_condition(data, condition, c, c_shape, "data")
@@ -318,7 +321,7 @@ def _fit(
             val = (_data.binarize(val[0], seed=0), val[1])
     elbo = make_elbo(loss, num_particles)
     target_beta = getattr(module, "beta", None)
-    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(x.shape[0] / world) / batch_size)
     warmup_steps = beta_warmup * steps_per_epoch
 
     # Discover every parameter (and initialize any pyro.param) before building the optimizer.
@@ -338,6 +341,13 @@ def _fit(
         if optimizer is not None
         else torch.optim.Adam(params.params, lr=lr)
     )
+    if world > 1:
+        # DistributedDataParallel averages the gradients of the ranks' per-point losses.
+        loss_of = distributed.wrap_loss(module, elbo, pair.model, pair.guide)
+    else:
+
+        def loss_of(*args):
+            return elbo.differentiable_loss(pair.model, pair.guide, *args)
 
     history = History()
     start_epoch, step = 0, 0
@@ -347,15 +357,17 @@ def _fit(
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint.exists():
             start_epoch, step, history = _restore(checkpoint, module, params, optim, x.device)
+            _decorrelate_ranks()
+    is_writer = distributed.rank() == 0
 
-    bar = _progress_bar(epochs, start_epoch, _progress_enabled(progress))
+    bar = _progress_bar(epochs, start_epoch, is_writer and _progress_enabled(progress))
     try:
         for epoch in range(start_epoch, epochs):
             began = time.perf_counter()
             if module is not None:
                 module.train()
-            total = 0.0
-            for index, rows in enumerate(_data.batches(x.shape[0], batch_size, device=x.device)):
+            total, count = 0.0, 0
+            for index, rows in enumerate(_epoch_batches(x.shape[0], batch_size, x.device)):
                 if warmup_steps:
                     module.beta = target_beta * min(1.0, (step + 1) / warmup_steps)
                 xb = x[rows]
@@ -363,8 +375,10 @@ def _fit(
                     xb = torch.bernoulli(xb)
                 args = _args(xb, None if c is None else c[rows])
                 with poutine.trace(param_only=True) as capture:
-                    batch_loss = elbo.differentiable_loss(pair.model, pair.guide, *args)
+                    batch_loss = loss_of(*args)
                 value = batch_loss.item()
+                if world > 1:  # every rank sees the same total, so all stop together
+                    value = distributed.all_sum(value, x.device)
                 if not math.isfinite(value):
                     where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
                     raise FloatingPointError(
@@ -378,20 +392,22 @@ def _fit(
                 (batch_loss / xb.shape[0]).backward()
                 optim.step()
                 total += value
+                count += xb.shape[0] * world
                 step += 1
-                bar.set_postfix(loss=f"{value / xb.shape[0]:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{value / (xb.shape[0] * world):.3f}", refresh=False)
             val_loss = _validation_loss(elbo, pair, module, val, batch_size)
             history.append(
                 epoch=epoch + 1,
-                train_loss=total / x.shape[0],
+                train_loss=total / count,
                 val_loss=val_loss,
                 beta=getattr(module, "beta", None),
                 seconds=time.perf_counter() - began,
             )
-            if checkpoint is not None:
+            if checkpoint is not None and is_writer:
                 _atomic_save(
                     _checkpoint_state(epoch + 1, step, module, params, optim, history), checkpoint
                 )
+            distributed.barrier()
             bar.update(1)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
     finally:
@@ -399,6 +415,20 @@ def _fit(
         if target_beta is not None and warmup_steps:
             module.beta = target_beta
     return history
+
+
+def _decorrelate_ranks():
+    """Ranks share the epoch order (drawn on rank 0) but not their Monte Carlo noise."""
+    rank = distributed.rank()
+    if rank > 0:
+        pyro.set_rng_seed((torch.initial_seed() + 104729 * rank) % 2**63)
+
+
+def _epoch_batches(n, batch_size, device):
+    """One epoch's index batches: a fresh permutation, or this rank's share of one."""
+    if distributed.world_size() == 1:
+        return _data.batches(n, batch_size, device=device)
+    return distributed.shard(distributed.shared_order(n, device)).split(batch_size)
 
 
 def _args(x, c):

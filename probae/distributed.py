@@ -90,8 +90,12 @@ class _Loss(nn.Module):
         return self.elbo.differentiable_loss(self.model, self.guide, *args)
 
 
-def wrap_loss(module: nn.Module, elbo, model, guide):
-    """The loss of the pair inside DistributedDataParallel."""
+def wrap_loss(module: nn.Module, elbo, model, guide, find_unused_parameters: bool = False):
+    """The loss of the pair inside DistributedDataParallel.
+
+    :param bool find_unused_parameters: some parameters take no part in the loss
+        (DDP must then look for them after every backward pass).
+    """
     if module is None:
         raise ValueError(
             "distributed training needs a model that is a torch.nn.Module (a probae model, "
@@ -101,8 +105,7 @@ def wrap_loss(module: nn.Module, elbo, model, guide):
     return nn.parallel.DistributedDataParallel(
         _Loss(module, elbo, model, guide),
         device_ids=[device] if device.type == "cuda" else None,
-        # priors such as Flat have no parameters in the loss; likelihood scales may be fixed
-        find_unused_parameters=True,
+        find_unused_parameters=find_unused_parameters,
     )
 
 

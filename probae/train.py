@@ -332,7 +332,7 @@ def _fit(
         None if c is None else c[:batch_size],
     )
     with poutine.trace(param_only=True) as capture:
-        elbo.differentiable_loss(pair.model, pair.guide, *probe)
+        probe_loss = elbo.differentiable_loss(pair.model, pair.guide, *probe)
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
@@ -343,7 +343,9 @@ def _fit(
     )
     if world > 1:
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
-        loss_of = distributed.wrap_loss(module, elbo, pair.model, pair.guide)
+        grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
+        unused = any(g is None for g in grads)
+        loss_of = distributed.wrap_loss(module, elbo, pair.model, pair.guide, unused)
     else:
 
         def loss_of(*args):

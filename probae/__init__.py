@@ -5,19 +5,39 @@ Every autoencoder here is a Pyro model/guide pair; one training loop
 and a user's own pair too.
 """
 
-from . import data, evaluate, likelihoods, nets, priors
-from .models import VAE
+from . import corruption, data, evaluate, likelihoods, nets, priors, viz
+from .models import (
+    AE,
+    CVAE,
+    VAE,
+    ConditionalBaseline,
+    ContractiveAE,
+    DenoisingAE,
+    KSparseAE,
+    SparseAE,
+    fit_latent_density,
+)
 from .train import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AE",
+    "CVAE",
     "VAE",
+    "ConditionalBaseline",
+    "ContractiveAE",
+    "DenoisingAE",
     "History",
+    "KSparseAE",
+    "SparseAE",
+    "corruption",
     "data",
     "evaluate",
     "fit",
+    "fit_latent_density",
     "likelihoods",
     "nets",
     "priors",
+    "viz",
 ]

@@ -445,3 +445,78 @@ def get(name: str, z_dim: int, **kwargs) -> Prior:
     except KeyError:
         raise ValueError(f"unknown prior {name!r}; expected one of {sorted(_REGISTRY)}") from None
     return cls(z_dim, **kwargs)
+
+
+class ConditionalNormal(Prior):
+    r"""A learned conditional prior :math:`p(z|c) = \mathcal N(\mu(c), \mathrm{diag}\,\sigma^2(c))`,
+    the prior network of the conditional VAE (Sohn, Lee & Yan 2015).
+
+    :math:`\mu` and :math:`\sigma` come from one MLP on the flattened condition c
+    (``hidden=()`` makes it a single linear map). Its last layer starts at zero
+    weights and at the bias that gives :math:`\mu = 0,\ \sigma = 1`, so before
+    training :math:`p(z|c) = \mathcal N(0, I)` for every c and the conditional VAE
+    starts as a VAE whose networks read c.
+
+    Called as ``prior(batch_shape, c)`` with ``c`` of shape ``(*batch_shape, c_dim)``.
+
+    :param int c_dim: size of the flattened condition.
+    :param int z_dim: latent dimension.
+    :param tuple hidden: hidden widths of the prior network.
+
+    **References**
+
+    [1] `Learning Structured Output Representation using Deep Conditional Generative
+    Models`, Kihyuk Sohn, Honglak Lee, Xinchen Yan (NeurIPS 2015)
+    """
+
+    def __init__(self, c_dim: int, z_dim: int, hidden=(256,)):
+        super().__init__(z_dim)
+        from .nets import MIN_SCALE, MLP
+
+        self.c_dim = _check_dim("c_dim", c_dim)
+        self.min_scale = MIN_SCALE
+        self.net = MLP(c_dim, tuple(hidden), 2 * z_dim)
+        last = self.net[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias[:z_dim] = 0.0
+            last.bias[z_dim:] = _inverse_softplus(1.0 - MIN_SCALE)
+
+    def loc_scale(self, c: torch.Tensor):
+        r""":math:`(\mu(c), \sigma(c))`, each of shape ``(*c.shape[:-1], z_dim)``."""
+        loc, raw_scale = self.net(c.to(self._anchor.dtype)).chunk(2, dim=-1)
+        return loc, softplus(raw_scale) + self.min_scale
+
+    def forward(self, batch_shape=(), c=None) -> dist.TorchDistribution:
+        if c is None:
+            raise ValueError(
+                "ConditionalNormal is a conditional prior p(z|c) and needs c= of shape "
+                f"(..., {self.c_dim})"
+            )
+        if not isinstance(c, torch.Tensor):
+            raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+        if c.dim() < 1 or c.shape[-1] != self.c_dim:
+            raise ValueError(
+                f"c must have shape (..., {self.c_dim}) for this prior (c_dim={self.c_dim}), "
+                f"got {tuple(c.shape)}"
+            )
+        loc, scale = self.loc_scale(c)
+        prior = dist.Normal(loc, scale).to_event(1)
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape and prior.batch_shape != batch_shape:
+            try:
+                prior = prior.expand(batch_shape)
+            except (RuntimeError, ValueError):
+                raise ValueError(
+                    f"c of shape {tuple(c.shape)} does not fit batch_shape {tuple(batch_shape)}"
+                ) from None
+        return prior
+
+    def extra_repr(self) -> str:
+        return f"c_dim={self.c_dim}, z_dim={self.z_dim}"
+
+
+__all__.append("ConditionalNormal")
+_REGISTRY["conditional-normal"] = lambda z_dim, c_dim, **kwargs: ConditionalNormal(
+    c_dim, z_dim, **kwargs
+)

@@ -43,7 +43,7 @@ from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch
 from pyro.poutine.util import prune_subsample_sites
 
 from . import data as _data
-from . import importance
+from . import distributed, importance
 from ._common import as_pair, positive_int, prepare
 
 __all__ = ["IWAE", "History", "fit", "make_elbo", "load_checkpoint", "CHECKPOINT_NAME"]
@@ -297,6 +297,7 @@ def fit(
     seed: int | None = None,
     progress: bool | None = None,
     validate: bool = False,
+    condition=None,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -323,6 +324,10 @@ def fit(
     :param bool progress: show a progress bar (default: when stderr is a terminal).
     :param bool validate: run Pyro's distribution-argument checks at every step. The data
         is checked once up front either way, and a non-finite loss always stops training.
+    :param condition: what the condition c is, instead of ``c=``: ``"label"`` (one-hot
+        rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
+        tensor field of the data, or a tensor. Without either, a data set that carries
+        its own ``c`` (:func:`probae.data.quadrants`) supplies it.
     :returns: the :class:`History` of the whole run.
     """
     with pyro.validation_enabled(validate):
@@ -348,6 +353,7 @@ def _fit(
     seed,
     progress,
     validate,
+    condition,
 ):
     pair = as_pair(model)
     module = pair.module
@@ -365,7 +371,13 @@ def _fit(
         raise ValueError("resume=True needs checkpoint_dir=")
     if seed is not None:
         pyro.set_rng_seed(seed)
+    world = distributed.world_size()
+    _decorrelate_ranks()
 
+    c_shape = getattr(module, "c_shape", None)
+    c = _data.resolve_condition(data, condition, c, c_shape, "data")
+    if validation is not None and validation_c is None and not torch.is_tensor(condition):
+        validation_c = _data.resolve_condition(validation, condition, None, c_shape, "validation")
     x, c = _training_data(data, module, c, binarize, "data")
     val = None
     if validation is not None:
@@ -373,7 +385,7 @@ def _fit(
         if binarize == "dynamic":  # one fixed draw, so epochs are comparable
             val = (_data.binarize(val[0], seed=0), val[1])
     target_beta = getattr(module, "beta", None)
-    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(x.shape[0] / world) / batch_size)
     warmup_steps = beta_warmup * steps_per_epoch
 
     # Discover every parameter (and initialize any pyro.param) before building the optimizer.
@@ -390,7 +402,7 @@ def _fit(
     else:
         elbo = make_elbo(loss, num_particles)
     with poutine.trace(param_only=True) as capture:
-        elbo.differentiable_loss(pair.model, pair.guide, *probe)
+        probe_loss = elbo.differentiable_loss(pair.model, pair.guide, *probe)
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
@@ -399,6 +411,15 @@ def _fit(
         if optimizer is not None
         else torch.optim.Adam(params.params, lr=lr)
     )
+    if world > 1:
+        # DistributedDataParallel averages the gradients of the ranks' per-point losses.
+        grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
+        unused = any(g is None for g in grads)
+        loss_of = distributed.wrap_loss(module, elbo, pair.model, pair.guide, unused)
+    else:
+
+        def loss_of(*args):
+            return elbo.differentiable_loss(pair.model, pair.guide, *args)
 
     history = History()
     start_epoch, step = 0, 0
@@ -408,15 +429,17 @@ def _fit(
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint.exists():
             start_epoch, step, history = _restore(checkpoint, module, params, optim, x.device)
+            _decorrelate_ranks()
+    is_writer = distributed.rank() == 0
 
-    bar = _progress_bar(epochs, start_epoch, _progress_enabled(progress))
+    bar = _progress_bar(epochs, start_epoch, is_writer and _progress_enabled(progress))
     try:
         for epoch in range(start_epoch, epochs):
             began = time.perf_counter()
             if module is not None:
                 module.train()
-            total = 0.0
-            for index, rows in enumerate(_data.batches(x.shape[0], batch_size, device=x.device)):
+            total, count = 0.0, 0
+            for index, rows in enumerate(_epoch_batches(x.shape[0], batch_size, x.device)):
                 if warmup_steps:
                     module.beta = target_beta * min(1.0, (step + 1) / warmup_steps)
                 xb = x[rows]
@@ -424,8 +447,10 @@ def _fit(
                     xb = torch.bernoulli(xb)
                 args = _args(xb, None if c is None else c[rows])
                 with poutine.trace(param_only=True) as capture:
-                    batch_loss = elbo.differentiable_loss(pair.model, pair.guide, *args)
+                    batch_loss = loss_of(*args)
                 value = batch_loss.item()
+                if world > 1:  # every rank sees the same total, so all stop together
+                    value = distributed.all_sum(value, x.device)
                 if not math.isfinite(value):
                     where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
                     raise FloatingPointError(
@@ -439,20 +464,22 @@ def _fit(
                 (batch_loss / xb.shape[0]).backward()
                 optim.step()
                 total += value
+                count += xb.shape[0] * world
                 step += 1
-                bar.set_postfix(loss=f"{value / xb.shape[0]:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{value / (xb.shape[0] * world):.3f}", refresh=False)
             val_loss = _validation_loss(elbo, pair, module, val, batch_size)
             history.append(
                 epoch=epoch + 1,
-                train_loss=total / x.shape[0],
+                train_loss=total / count,
                 val_loss=val_loss,
                 beta=getattr(module, "beta", None),
                 seconds=time.perf_counter() - began,
             )
-            if checkpoint is not None:
+            if checkpoint is not None and is_writer:
                 _atomic_save(
                     _checkpoint_state(epoch + 1, step, module, params, optim, history), checkpoint
                 )
+            distributed.barrier()
             bar.update(1)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
     finally:
@@ -460,6 +487,20 @@ def _fit(
         if target_beta is not None and warmup_steps:
             module.beta = target_beta
     return history
+
+
+def _decorrelate_ranks():
+    """Ranks share the epoch order (drawn on rank 0) but not their Monte Carlo noise."""
+    rank = distributed.rank()
+    if rank > 0:
+        pyro.set_rng_seed((torch.initial_seed() + 104729 * rank) % 2**63)
+
+
+def _epoch_batches(n, batch_size, device):
+    """One epoch's index batches: a fresh permutation, or this rank's share of one."""
+    if distributed.world_size() == 1:
+        return _data.batches(n, batch_size, device=device)
+    return distributed.shard(distributed.shared_order(n, device)).split(batch_size)
 
 
 def _args(x, c):

@@ -7,6 +7,10 @@ import pyro
 import pytest
 import torch
 
+# The networks under test are small: one thread avoids oversubscribing small machines,
+# where two busy threads per process slow these tests down several times.
+torch.set_num_threads(1)
+
 DEVICE = torch.device(os.environ.get("PROBAE_DEVICE", "cpu"))
 if DEVICE.type == "cuda" and not torch.cuda.is_available():
     raise RuntimeError("PROBAE_DEVICE=cuda but no CUDA device is available")

@@ -1,6 +1,28 @@
 """Autoencoder families, one file each; every one is a Pyro model/guide pair."""
 
+from .autoencoders import (
+    AE,
+    ContractiveAE,
+    DenoisingAE,
+    DeterministicAutoencoder,
+    KSparseAE,
+    SparseAE,
+    fit_latent_density,
+)
 from .base import Autoencoder
+from .cvae import CVAE, ConditionalBaseline
 from .vae import VAE
 
-__all__ = ["Autoencoder", "VAE"]
+__all__ = [
+    "AE",
+    "Autoencoder",
+    "CVAE",
+    "ConditionalBaseline",
+    "ContractiveAE",
+    "DenoisingAE",
+    "DeterministicAutoencoder",
+    "KSparseAE",
+    "SparseAE",
+    "VAE",
+    "fit_latent_density",
+]

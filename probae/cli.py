@@ -1,0 +1,768 @@
+"""The command line: ``probae train | evaluate | sample | demo``.
+
+Each training run lives in a *run directory* that holds
+
+- ``config.json``: everything needed to rebuild the model and find its data
+  (data set, model family, z_dim, prior, likelihood, network, beta, and the
+  training options);
+- ``checkpoint.pt``: written atomically by :func:`probae.fit` after every
+  epoch (the model's weights are under the key ``"module"``; see
+  :func:`probae.train.load_checkpoint`);
+- ``history.csv``: the loss per epoch;
+- PNG pictures: ``samples.png``, ``reconstructions.png``, ``latent.png``,
+  ``history.png``; and ``metrics.json`` once the run is evaluated.
+
+``probae train --resume`` continues an interrupted run from its checkpoint;
+``probae evaluate`` and ``probae sample`` rebuild the model from the run
+directory alone (:func:`load_run`). ``probae demo`` trains a VAE on the
+built-in ``digits`` set, draws its pictures and prints the test ELBO and the
+importance-weighted log-likelihood estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+from . import __version__, evaluate, importance, likelihoods, priors, viz
+from . import data as _data
+from ._common import device_of
+from .models import VAE
+from .train import CHECKPOINT_NAME, fit, load_checkpoint
+
+__all__ = ["main", "build_parser", "build_model", "load_run", "DEFAULTS"]
+
+CONFIG_NAME = "config.json"
+HISTORY_NAME = "history.csv"
+METRICS_NAME = "metrics.json"
+
+#: model families the command line can build, by name
+MODELS = {"vae": VAE}
+
+#: the options stored in config.json, with their defaults
+DEFAULTS = {
+    "model": "vae",
+    "data": "digits",
+    "root": None,
+    "z_dim": 8,
+    "prior": "standard-normal",
+    "components": None,
+    "likelihood": "bernoulli",
+    "scale": None,
+    "learn_scale": False,
+    "net": "mlp",
+    "hidden": [256, 256],
+    "beta": 1.0,
+    "loss": "elbo",
+    "num_particles": 1,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "binarize": "auto",
+    "beta_warmup": 0,
+    "seed": 0,
+}
+#: stored options that may change when a run is resumed (the data's location)
+_RESUMABLE = {"root"}
+DEMO_EPOCHS = 300
+TRAIN_EPOCHS = 100
+
+
+class CommandError(Exception):
+    """A problem reported as one line, with the exit status to return."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+# -- parser --------------------------------------------------------------------------
+
+
+def _names(module) -> str:
+    return ", ".join(sorted(getattr(module, "_REGISTRY", {})))
+
+
+def _hidden(text: str) -> list:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        widths = []
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(
+            f"--hidden must be comma-separated positive widths like 256,256, got {text!r}"
+        )
+    return widths
+
+
+def _add_device(parser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where to compute: cpu, cuda, cuda:1, ... ; auto takes cuda when there is one "
+        "(default: auto)",
+    )
+
+
+def _add_threads(parser, default: int) -> None:
+    parser.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        default=default,
+        help="CPU threads PyTorch may use; 0 keeps PyTorch's default (all cores). Small "
+        "networks run as fast on one thread, and one thread is far faster on a machine "
+        f"whose cores are busy with other work (default: {default})",
+    )
+
+
+def _add_progress(parser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="hide the progress bar (shown by default when stderr is a terminal)",
+    )
+
+
+def _add_model_options(parser) -> None:
+    d = DEFAULTS
+    group = parser.add_argument_group("model (stored in config.json)")
+    group.add_argument(
+        "--model", metavar="NAME", help=f"model family: {', '.join(MODELS)} (default: {d['model']})"
+    )
+    group.add_argument(
+        "--data",
+        metavar="NAME",
+        help=f"data set: {', '.join(_data.NAMES)} (default: {d['data']}, built in, no network)",
+    )
+    group.add_argument(
+        "--root",
+        metavar="DIR",
+        help="folder holding MNIST/raw or FashionMNIST/raw with the original gzip files "
+        "(needed for mnist and fashion-mnist)",
+    )
+    group.add_argument(
+        "--z-dim", metavar="N", type=int, help=f"latent dimension (default: {d['z_dim']})"
+    )
+    group.add_argument(
+        "--prior", metavar="NAME", help=f"prior p(z): {_names(priors)} (default: {d['prior']})"
+    )
+    group.add_argument(
+        "--components",
+        metavar="K",
+        type=int,
+        help="mixture components of the gaussian-mixture prior (default: the prior's own, 10)",
+    )
+    group.add_argument(
+        "--likelihood",
+        metavar="NAME",
+        help=f"likelihood p(x|z): {_names(likelihoods)} (default: {d['likelihood']})",
+    )
+    group.add_argument(
+        "--scale",
+        metavar="S",
+        type=float,
+        help="standard deviation (gaussian) or scale (laplace) of the likelihood, its "
+        "starting value with --learn-scale (default: 1)",
+    )
+    group.add_argument(
+        "--learn-scale",
+        action="store_true",
+        default=None,
+        help="learn the gaussian or laplace likelihood's scale with the networks",
+    )
+    group.add_argument(
+        "--net",
+        choices=["mlp", "conv"],
+        help="encoder/decoder networks: mlp on flattened points, or conv on (C, H, W) "
+        f"images (default: {d['net']})",
+    )
+    group.add_argument(
+        "--hidden",
+        metavar="W,W,...",
+        type=_hidden,
+        help="hidden widths of the mlp networks, comma-separated (default: "
+        f"{','.join(map(str, d['hidden']))})",
+    )
+    group.add_argument(
+        "--beta",
+        metavar="B",
+        type=float,
+        help=f"weight of the KL term; 1 is the VAE, other values the beta-VAE "
+        f"(default: {d['beta']:g})",
+    )
+
+
+def _add_training_options(parser, epochs: int) -> None:
+    d = DEFAULTS
+    group = parser.add_argument_group("training (stored in config.json)")
+    group.add_argument(
+        "--epochs",
+        metavar="N",
+        type=int,
+        help=f"total epochs; with --resume, counted from the run's start (default: {epochs})",
+    )
+    group.add_argument(
+        "--loss",
+        choices=["elbo", "meanfield", "iwae"],
+        help="elbo: Monte Carlo ELBO (Trace_ELBO); meanfield: ELBO with the KL in closed "
+        "form (TraceMeanField_ELBO); iwae: importance-weighted bound over "
+        f"--num-particles samples (default: {d['loss']})",
+    )
+    group.add_argument(
+        "--num-particles",
+        metavar="K",
+        type=int,
+        help=f"samples per point in the loss; K of the iwae bound (default: {d['num_particles']})",
+    )
+    group.add_argument(
+        "--batch-size", metavar="N", type=int, help=f"points per step (default: {d['batch_size']})"
+    )
+    group.add_argument(
+        "--lr", metavar="LR", type=float, help=f"learning rate of Adam (default: {d['lr']:g})"
+    )
+    group.add_argument(
+        "--binarize",
+        choices=["auto", "dynamic", "static", "none"],
+        help="dynamic: a fresh Bernoulli draw of the pixels every batch; static: one fixed "
+        "draw; none: the data as they are; auto: dynamic for the bernoulli likelihood, "
+        f"none otherwise (default: {d['binarize']})",
+    )
+    group.add_argument(
+        "--beta-warmup",
+        metavar="N",
+        type=int,
+        help="epochs over which beta rises linearly from 0 to --beta (KL annealing); "
+        f"0 for none (default: {d['beta_warmup']})",
+    )
+    group.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        help=f"seed of the initial weights and of training (default: {d['seed']})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``probae`` argument parser with its four commands."""
+    parser = argparse.ArgumentParser(
+        prog="probae",
+        description="Train, evaluate and sample probabilistic-programming autoencoders "
+        "(Pyro model/guide pairs).",
+        epilog="Run 'probae COMMAND --help' for the options of a command. A first try: probae demo",
+    )
+    parser.add_argument("--version", action="version", version=f"probae {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model and write a run directory",
+        description="Train a model. The run directory receives config.json, checkpoint.pt "
+        "(after every epoch), history.csv and pictures (samples.png, reconstructions.png, "
+        "latent.png, history.png).",
+    )
+    train.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="run directory (default: runs/DATA-MODEL, for instance runs/digits-vae)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last checkpoint, with its stored "
+        "options (only --epochs may change); starts a new run if the folder holds none",
+    )
+    _add_model_options(train)
+    _add_training_options(train, TRAIN_EPOCHS)
+    _add_device(train)
+    _add_threads(train, 0)
+    _add_progress(train)
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="print the test ELBO and the IWAE log-likelihood estimate of a trained run",
+        description="Rebuild a trained model from its run directory and print, in nats per "
+        "point with standard errors over points, its ELBO and the importance-weighted "
+        "(IWAE) estimate of log p(x). Data are binarized once (seed 0) when the run was "
+        "trained on binarized data. The figures also go to metrics.json.",
+    )
+    ev.add_argument("run_dir", help="run directory written by probae train")
+    ev.add_argument(
+        "--split", choices=["test", "train"], default="test", help="data split (default: test)"
+    )
+    ev.add_argument(
+        "--num-samples",
+        metavar="S",
+        type=int,
+        default=1000,
+        help="importance samples per point for the log-likelihood (default: 1000)",
+    )
+    ev.add_argument(
+        "--chunk-size",
+        metavar="S",
+        type=int,
+        default=500,
+        help="importance samples drawn at once; lower it to save memory (default: 500)",
+    )
+    ev.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=int,
+        default=100,
+        help="points evaluated at once (default: 100)",
+    )
+    ev.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=0,
+        help="seed of the Monte Carlo estimates (default: 0)",
+    )
+    _add_device(ev)
+    _add_threads(ev, 0)
+
+    sample = commands.add_parser(
+        "sample",
+        help="write a grid of samples from a trained run",
+        description="Draw z from the prior of a trained model, decode E[x|z] and write the "
+        "pictures as a grid.",
+    )
+    sample.add_argument("run_dir", help="run directory written by probae train")
+    sample.add_argument(
+        "-n", "--num", metavar="N", type=int, default=64, help="number of samples (default: 64)"
+    )
+    sample.add_argument(
+        "--out", metavar="PNG", help="PNG file to write (default: RUN_DIR/samples.png)"
+    )
+    sample.add_argument(
+        "--seed", metavar="N", type=int, default=0, help="seed of the draws (default: 0)"
+    )
+    _add_device(sample)
+
+    demo = commands.add_parser(
+        "demo",
+        help="train a VAE on the built-in digits, draw pictures, print test ELBO and IWAE",
+        description="The main job: train a VAE (z_dim 8, MLP 256-256, Bernoulli pixels "
+        "with dynamic binarization) on the 8x8 digits that ship with scikit-learn, write "
+        "samples.png and reconstructions.png, and print the test ELBO and the IWAE "
+        "log-likelihood estimate in nats per image. The run directory is overwritten.",
+    )
+    demo.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        default="probae-demo",
+        help="run directory (default: probae-demo)",
+    )
+    demo.add_argument(
+        "--epochs",
+        metavar="N",
+        type=int,
+        default=DEMO_EPOCHS,
+        help=f"training epochs (default: {DEMO_EPOCHS}, about 20 s on two idle CPU cores)",
+    )
+    demo.add_argument(
+        "--num-samples",
+        metavar="S",
+        type=int,
+        default=1000,
+        help="importance samples per test image for the log-likelihood (default: 1000)",
+    )
+    demo.add_argument("--seed", metavar="N", type=int, default=0, help="seed (default: 0)")
+    _add_device(demo)
+    _add_threads(demo, 1)
+    _add_progress(demo)
+    return parser
+
+
+# -- building models from a configuration --------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: no CUDA device is available here")
+    return device
+
+
+def _accepted(cls, kwargs: dict, what: str) -> dict:
+    parameters = inspect.signature(cls).parameters
+    for key in kwargs:
+        if key not in parameters:
+            raise CommandError(
+                f"--{key.replace('_', '-')} does not apply to the {what} {cls.__name__}"
+            )
+    return kwargs
+
+
+def _build_prior(config: dict):
+    prior = priors.get(config["prior"], config["z_dim"])
+    if config["components"] is None:
+        return prior
+    kwargs = _accepted(type(prior), {"components": config["components"]}, "prior")
+    return priors.get(config["prior"], config["z_dim"], **kwargs)
+
+
+def _build_likelihood(config: dict):
+    likelihood = likelihoods.get(config["likelihood"])
+    kwargs = {}
+    if config["scale"] is not None:
+        kwargs["scale"] = config["scale"]
+    if config["learn_scale"]:
+        kwargs["learn_scale"] = True
+    if not kwargs:
+        return likelihood
+    return likelihoods.get(
+        config["likelihood"], **_accepted(type(likelihood), kwargs, "likelihood")
+    )
+
+
+def build_model(config: dict, x_shape) -> torch.nn.Module:
+    """Builds the (untrained) model a run's configuration describes.
+
+    :param dict config: the contents of a run's ``config.json`` (missing keys take
+        :data:`DEFAULTS`).
+    :param tuple x_shape: shape of one data point.
+    """
+    config = {**DEFAULTS, **config}
+    if config["model"] not in MODELS:
+        raise ValueError(f"unknown model {config['model']!r}; expected one of {sorted(MODELS)}")
+    return MODELS[config["model"]](
+        x_shape=tuple(x_shape),
+        z_dim=config["z_dim"],
+        prior=_build_prior(config),
+        likelihood=_build_likelihood(config),
+        beta=config["beta"],
+        hidden=tuple(config["hidden"]),
+    )
+
+
+def _load_data(config: dict, split: str) -> _data.Dataset:
+    if config["data"] in ("mnist", "fashion-mnist") and config["root"] is None:
+        raise CommandError(
+            f"--data {config['data']} needs --root DIR, a folder holding "
+            f"{'MNIST' if config['data'] == 'mnist' else 'FashionMNIST'}/raw with the four "
+            "original gzip files (train-images-idx3-ubyte.gz, ...)"
+        )
+    flatten = config["net"] == "mlp"
+    ds = _data.load(config["data"], split=split, root=config["root"], flatten=flatten)
+    if not flatten and ds.image_shape is None:
+        raise CommandError(f"--net conv needs pictures, but data set {config['data']!r} has none")
+    return ds
+
+
+def _read_config(run_dir: Path) -> dict:
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        raise CommandError(
+            f"{str(run_dir)!r} is not a probae run directory (it has no {CONFIG_NAME}); "
+            f"train one with: probae train --run-dir {run_dir}"
+        )
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CommandError(f"{path} is not valid JSON ({error})") from None
+    return {**DEFAULTS, **stored}
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_run(run_dir, device=None) -> tuple:
+    """Rebuilds a trained model from a run directory.
+
+    :param run_dir: a folder written by ``probae train`` (or ``probae demo``).
+    :param device: where to put the model (default cpu).
+    :returns: ``(model, config)``, the model in eval mode with the checkpoint's weights.
+    """
+    run_dir = Path(run_dir)
+    config = _read_config(run_dir)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise CommandError(
+            f"run directory {str(run_dir)!r} has no {CHECKPOINT_NAME} yet: its training "
+            f"stopped before the first epoch ended; continue it with: probae train "
+            f"--run-dir {run_dir} --resume"
+        )
+    device = torch.device("cpu") if device is None else torch.device(device)
+    model = build_model(config, config["x_shape"]).to(device)
+    state = load_checkpoint(checkpoint, map_location=device)
+    model.load_state_dict(state["module"])
+    return model.eval(), config
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def _resolve_config(args, stored: dict | None) -> dict:
+    """The run's options: the stored ones when resuming (explicit options that differ
+    are refused), else the command line's over the defaults."""
+    config = dict(DEFAULTS) if stored is None else dict(stored)
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key == "binarize" and value == "auto" and stored is not None:
+            value = _check_config({**stored, "binarize": "auto"})["binarize"]
+        if stored is not None and key not in _RESUMABLE and value != stored.get(key):
+            raise CommandError(
+                f"--{key.replace('_', '-')} {value} differs from the resumed run's "
+                f"{key}={stored.get(key)!r}; only --epochs can change when resuming"
+            )
+        config[key] = value
+    return config
+
+
+def _check_config(config: dict) -> dict:
+    for key in ("z_dim", "num_particles", "batch_size"):
+        if config[key] < 1:
+            raise CommandError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
+    if config["beta_warmup"] < 0:
+        raise CommandError(f"--beta-warmup must be 0 or more, got {config['beta_warmup']}")
+    if config["binarize"] == "auto":
+        config["binarize"] = "dynamic" if config["likelihood"] == "bernoulli" else "none"
+    return config
+
+
+def _binarize_arg(config: dict):
+    return None if config["binarize"] == "none" else config["binarize"]
+
+
+def _evaluation_data(config: dict, split: str) -> _data.Dataset:
+    ds = _load_data(config, split)
+    # One fixed binarization (seed 0) so that figures are comparable between runs.
+    return ds if config["binarize"] == "none" else _data.binarize(ds, seed=0)
+
+
+def _pictures(model, config: dict, run_dir: Path, history) -> list:
+    """Writes the run's pictures; returns their paths."""
+    written = [viz.history_plot(history, run_dir / "history.png")]
+    test = _load_data(config, "test")
+    is_image = test.image_shape is not None
+    if is_image and not getattr(model.prior, "improper", False):
+        written.append(viz.sample_grid(model, 64, run_dir / "samples.png", seed=0))
+    if is_image:
+        written.append(viz.reconstructions(model, test[:16], run_dir / "reconstructions.png"))
+    if test.y is not None:
+        written.append(viz.latent_scatter(model, test, run_dir / "latent.png"))
+    return written
+
+
+def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple:
+    train = _load_data(config, "train")
+    if config["binarize"] != "none" and ((train.x < 0) | (train.x > 1)).any():
+        raise CommandError(
+            f"data set {config['data']!r} has values outside [0, 1], which cannot be binarized "
+            f"(--binarize {config['binarize']}); model real values with --likelihood gaussian "
+            "or laplace"
+        )
+    config["x_shape"] = list(train.x.shape[1:])
+    pyro.set_rng_seed(config["seed"])
+    model = build_model(config, config["x_shape"]).to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json({**config, "probae_version": __version__}, run_dir / CONFIG_NAME)
+    began = time.perf_counter()
+    try:
+        history = fit(
+            model,
+            train,
+            epochs=config["epochs"],
+            batch_size=config["batch_size"],
+            loss=config["loss"],
+            num_particles=config["num_particles"],
+            lr=config["lr"],
+            binarize=_binarize_arg(config),
+            beta_warmup=config["beta_warmup"],
+            checkpoint_dir=run_dir,
+            resume=resume,
+            seed=config["seed"],
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        raise CommandError(
+            f"interrupted; the last finished epoch is saved: probae train --run-dir {run_dir} "
+            "--resume continues it",
+            status=130,
+        ) from None
+    seconds = time.perf_counter() - began
+    history.to_csv(run_dir / HISTORY_NAME)
+    model.eval()
+    pictures = _pictures(model, config, run_dir, history)
+    return model, history, seconds, pictures
+
+
+def _per(config: dict) -> str:
+    return "image" if config["data"] in ("digits", "mnist", "fashion-mnist") else "point"
+
+
+def _evaluate(model, config, split, num_samples, chunk_size, batch_size, seed) -> dict:
+    test = _evaluation_data(config, split)
+    pyro.set_rng_seed(seed)
+    elbo = evaluate.elbo(model, test, batch_size=max(batch_size, 1))
+    n = elbo.numel()
+    metrics = {
+        "split": split,
+        "points": n,
+        "elbo": elbo.mean().item(),
+        "elbo_stderr": (elbo.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+    }
+    x = test.x[:2].to(device_of(model))
+    try:
+        importance.check_guide_has_density(model.guide, (x,), "log_likelihood")
+    except ValueError:
+        return metrics  # a Delta guide has no importance weights
+    ll = evaluate.log_likelihood(
+        model, test, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size
+    )
+    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, num_samples=num_samples)
+    return metrics
+
+
+def _print_metrics(metrics: dict, config: dict) -> None:
+    per = f"nats per {_per(config)}"
+    split = metrics["split"]
+    print(
+        f"{split} ELBO:           {metrics['elbo']:.3f} ± {metrics['elbo_stderr']:.3f} {per} "
+        f"({metrics['points']} {_per(config)}s)"
+    )
+    if "log_likelihood" in metrics:
+        print(
+            f"{split} log-likelihood: {metrics['log_likelihood']:.3f} ± "
+            f"{metrics['log_likelihood_stderr']:.3f} {per} "
+            f"(IWAE estimate, {metrics['num_samples']} importance samples)"
+        )
+    else:
+        print(f"{split} log-likelihood: not available (the guide is a point mass)")
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise CommandError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def cmd_train(args) -> int:
+    config_given = {k: getattr(args, k, None) for k in DEFAULTS}
+    data_name = config_given["data"] or DEFAULTS["data"]
+    model_name = config_given["model"] or DEFAULTS["model"]
+    run_dir = Path(args.run_dir or Path("runs") / f"{data_name}-{model_name}")
+    # A run exists once an epoch is saved; a config.json alone (a run stopped before
+    # its first epoch ended) is simply written again.
+    has_run = (run_dir / CHECKPOINT_NAME).is_file() and (run_dir / CONFIG_NAME).is_file()
+    if has_run and not args.resume:
+        raise CommandError(
+            f"run directory {str(run_dir)!r} already holds a run; pass --resume to continue "
+            "it, or choose another --run-dir"
+        )
+    stored = _read_config(run_dir) if has_run else None
+    config = _check_config(_resolve_config(args, stored))
+    epochs = args.epochs if args.epochs is not None else (stored or {}).get("epochs", TRAIN_EPOCHS)
+    config["epochs"] = _positive("--epochs", epochs)
+    device = _device(args.device)
+    if has_run:
+        done = load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"]
+        if config["epochs"] < done:
+            raise CommandError(
+                f"run directory {str(run_dir)!r} has already trained {done} epochs; "
+                f"--epochs {config['epochs']} would go back (give {done} or more)"
+            )
+        print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
+    model, history, seconds, pictures = _train(config, run_dir, has_run, device, args.progress)
+    last = history.train_loss[-1] if len(history) else float("nan")
+    print(
+        f"trained {config['model']} on {config['data']} for {config['epochs']} "
+        f"epoch{'s' if config['epochs'] != 1 else ''} "
+        f"({seconds:.1f} s this session); last training loss {last:.3f} nats per {_per(config)}"
+    )
+    print(f"run directory: {run_dir} ({', '.join(p.name for p in pictures)})")
+    print(f"next: probae evaluate {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    _positive("--num-samples", args.num_samples)
+    _positive("--chunk-size", args.chunk_size)
+    _positive("--batch-size", args.batch_size)
+    model, config = load_run(args.run_dir, _device(args.device))
+    metrics = _evaluate(
+        model, config, args.split, args.num_samples, args.chunk_size, args.batch_size, args.seed
+    )
+    _write_json(metrics, Path(args.run_dir) / METRICS_NAME)
+    _print_metrics(metrics, config)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    _positive("-n/--num", args.num)
+    model, _ = load_run(args.run_dir, _device(args.device))
+    if getattr(model.prior, "improper", False):
+        raise CommandError("this model's prior is flat (improper): it cannot be sampled")
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    print(viz.sample_grid(model, args.num, out, seed=args.seed))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    run_dir = Path(args.run_dir)
+    _positive("--num-samples", args.num_samples)
+    config = _check_config({**DEFAULTS, "seed": args.seed})
+    config["epochs"] = _positive("--epochs", args.epochs)
+    device = _device(args.device)
+    for stale in (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME):
+        (run_dir / stale).unlink(missing_ok=True)
+    print(
+        f"training a VAE (z_dim {config['z_dim']}, Bernoulli pixels, dynamic binarization) "
+        f"on the 8x8 digits for {config['epochs']} epochs ..."
+    )
+    model, _, seconds, pictures = _train(config, run_dir, False, device, args.progress)
+    print(f"trained in {seconds:.1f} s; pictures: {', '.join(str(p) for p in pictures)}")
+    metrics = _evaluate(model, config, "test", args.num_samples, 500, 100, args.seed)
+    _write_json(metrics, run_dir / METRICS_NAME)
+    _print_metrics(metrics, config)
+    return 0
+
+
+_COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    """Runs the command line; returns the exit status (0 on success, 2 on bad input,
+    1 when training fails, 130 when interrupted)."""
+    args = build_parser().parse_args(argv)
+    threads = getattr(args, "threads", 0)
+    previous = torch.get_num_threads()
+    try:
+        if threads < 0:
+            raise CommandError(f"--threads must be 0 or more, got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
+        return _COMMANDS[args.command](args)
+    except CommandError as error:
+        print(f"probae {args.command}: error: {error}", file=sys.stderr)
+        return error.status
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"probae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:
+        print(f"probae {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        # main() may run inside a larger program (a test, a notebook): leave it as found.
+        torch.set_num_threads(previous)

@@ -1,0 +1,141 @@
+r"""Data-parallel training on PyTorch's own engine (torchrun + DistributedDataParallel).
+
+Run the same script on every process with ``torchrun``::
+
+    torchrun --nproc_per_node=4 train.py
+
+and, in the script, before building the model::
+
+    device = probae.distributed.setup()      # process group from torchrun's environment
+    vae = VAE(...).to(device)
+    probae.fit(vae, train, epochs=50, batch_size=128)   # 128 points per process and step
+
+:func:`probae.fit` notices the process group. Every epoch rank 0 draws one
+permutation of the data and broadcasts it; rank r takes the points
+``order[r::world_size]`` (the permutation is padded by wrapping around so every
+rank makes the same number of steps), and the loss, a Pyro ELBO's differentiable
+loss, runs inside a :class:`~torch.nn.parallel.DistributedDataParallel` module
+that averages gradients across ranks. With per-rank batches of b points, one
+step is exactly the single-process step on the union of the ranks' batches
+(:math:`W b` points): the gradient of a per-point average is the average of
+the ranks' per-point averages. Only rank 0 writes checkpoints and shows progress.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["setup", "is_distributed", "rank", "world_size", "cleanup"]
+
+
+def is_distributed() -> bool:
+    """True inside an initialized process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def setup(backend: str | None = None) -> torch.device:
+    """Joins the process group described by torchrun's environment variables
+    (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and
+    returns this process's device: ``cuda:LOCAL_RANK`` where CUDA exists, else the CPU.
+
+    :param str backend: ``"nccl"`` on GPUs and ``"gloo"`` on CPUs by default.
+    """
+    missing = [
+        k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f"probae.distributed.setup needs torchrun's environment; {', '.join(missing)} "
+            "not set (launch with: torchrun --nproc_per_node=N script.py)"
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    return device
+
+
+def cleanup() -> None:
+    """Leaves the process group."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _Loss(nn.Module):
+    """The ELBO of a model/guide pair as a module, so DistributedDataParallel can
+    wrap it: its forward is the differentiable loss, its parameters the model's."""
+
+    def __init__(self, module: nn.Module, elbo, model, guide):
+        super().__init__()
+        self.module = module
+        self.elbo, self.model, self.guide = elbo, model, guide
+
+    def forward(self, *args):
+        return self.elbo.differentiable_loss(self.model, self.guide, *args)
+
+
+def wrap_loss(module: nn.Module, elbo, model, guide, find_unused_parameters: bool = False):
+    """The loss of the pair inside DistributedDataParallel.
+
+    :param bool find_unused_parameters: some parameters take no part in the loss
+        (DDP must then look for them after every backward pass).
+    """
+    if module is None:
+        raise ValueError(
+            "distributed training needs a model that is a torch.nn.Module (a probae model, "
+            "or a pair of bound methods of one); plain functions with pyro.param are not supported"
+        )
+    device = next(module.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        _Loss(module, elbo, model, guide),
+        device_ids=[device] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )
+
+
+def shared_order(n: int, device) -> torch.Tensor:
+    """One permutation of ``range(n)`` drawn on rank 0 and broadcast to every rank."""
+    order = (
+        torch.randperm(n, device=device)
+        if rank() == 0
+        else torch.empty(n, dtype=torch.long, device=device)
+    )
+    dist.broadcast(order, src=0)
+    return order
+
+
+def shard(order: torch.Tensor) -> torch.Tensor:
+    """This rank's share of an epoch's order, padded so all ranks get equally many points."""
+    world = world_size()
+    padding = (-order.numel()) % world
+    if padding:
+        order = torch.cat([order, order[:padding]])
+    return order[rank() :: world]
+
+
+def all_sum(value: float, device) -> float:
+    """The sum of a number over ranks."""
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.item()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

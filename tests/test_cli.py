@@ -1,0 +1,176 @@
+"""The command line: demo end to end, a run directory through train, evaluate and
+sample, resuming, and one-line errors."""
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+
+from probae import cli
+from probae.train import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = r"(-?\d+\.\d+) ± (\d+\.\d+)"
+TINY = ["--z-dim", "2", "--hidden", "32", "--threads", "1", "--no-progress"]
+
+
+def _figures(text):
+    """(ELBO, log-likelihood) printed by evaluate or demo."""
+    elbo = re.search(r"ELBO:\s+" + NUMBER, text)
+    ll = re.search(r"log-likelihood:\s+" + NUMBER, text)
+    assert elbo and ll, text
+    return float(elbo.group(1)), float(ll.group(1))
+
+
+def _png(path):
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 50
+    return image
+
+
+def _history(run_dir):
+    with open(run_dir / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_demo_runs_end_to_end_in_process(tmp_path, capsys, device):
+    threads = torch.get_num_threads()
+    run = tmp_path / "demo"
+    status = cli.main(
+        ["demo", "--run-dir", str(run), "--epochs", "2", "--num-samples", "20"]
+        + ["--device", str(device), "--no-progress"]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert torch.get_num_threads() == threads  # the demo's --threads 1 is undone
+    for name in ("samples.png", "reconstructions.png"):
+        _png(run / name)
+    elbo, ll = _figures(out)
+    assert "nats per image" in out and "(360 images)" in out
+    # Bernoulli pixels: p(x) <= 1, and the IWAE bound (K = 20) lies above the ELBO
+    assert elbo < ll < 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["points"] == 360 and metrics["num_samples"] == 20
+    assert round(metrics["elbo"], 3) == elbo and round(metrics["log_likelihood"], 3) == ll
+
+
+def test_demo_runs_as_a_program(tmp_path, device):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "probae", "demo", "--epochs", "1", "--num-samples", "10"]
+        + ["--run-dir", str(tmp_path / "demo"), "--device", str(device), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    elbo, ll = _figures(result.stdout)
+    assert elbo < ll < 0
+    assert (tmp_path / "demo" / "samples.png").is_file()
+
+
+def test_train_evaluate_sample_through_a_run_directory(tmp_path, capsys, device):
+    run = tmp_path / "run"
+    dev = ["--device", str(device)]
+    assert cli.main(["train", "--run-dir", str(run), "--epochs", "2", *TINY, *dev]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["z_dim"] == 2 and config["hidden"] == [32] and config["x_shape"] == [64]
+    assert config["binarize"] == "dynamic"  # auto, for Bernoulli pixels
+    assert [row["epoch"] for row in _history(run)] == ["1", "2"]
+    for name in ("samples.png", "reconstructions.png", "latent.png", "history.png"):
+        _png(run / name)
+
+    # the run directory alone rebuilds the trained model
+    model, _ = cli.load_run(run, device)
+    saved = load_checkpoint(run / "checkpoint.pt")["module"]
+    assert saved.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value.cpu(), saved[key].cpu())
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--num-samples", "50", *dev]) == 0
+    elbo, ll = _figures(capsys.readouterr().out)
+    assert elbo < ll < 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_samples"] == 50
+
+    out = tmp_path / "grid.png"
+    assert cli.main(["sample", str(run), "-n", "9", "--out", str(out), *dev]) == 0
+    _png(out)
+
+
+def test_resume_continues_the_run(tmp_path, capsys, device):
+    dev = ["--device", str(device)]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert cli.main(["train", "--run-dir", str(whole), "--epochs", "2", *TINY, *dev]) == 0
+    assert cli.main(["train", "--run-dir", str(split), "--epochs", "1", *TINY, *dev]) == 0
+    # the stored options are used: only --epochs is given
+    assert cli.main(["train", "--run-dir", str(split), "--resume", "--epochs", "2", *dev]) == 0
+    assert "resuming" in capsys.readouterr().out
+    rows = _history(split)
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert json.loads((split / "config.json").read_text())["epochs"] == 2
+    if device.type == "cpu":  # bitwise reproduction is a CPU promise
+        assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in _history(whole)]
+
+
+def _one_line_error(argv, capsys, *needles):
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_unknown_names_are_one_line_errors(tmp_path, capsys):
+    run = ["--run-dir", str(tmp_path / "r"), "--epochs", "1", "--no-progress"]
+    _one_line_error(["train", "--data", "cifar", *run], capsys, "cifar", "digits")
+    _one_line_error(["train", "--prior", "cauchy", *run], capsys, "cauchy", "standard-normal")
+    _one_line_error(["train", "--likelihood", "poisson", *run], capsys, "poisson", "bernoulli")
+    _one_line_error(["train", "--model", "gan", *run], capsys, "gan", "vae")
+    _one_line_error(["train", "--components", "3", *run], capsys, "--components")
+    _one_line_error(["train", "--data", "mnist", *run], capsys, "--root")
+    _one_line_error(["train", "--data", "moons", *run], capsys, "[0, 1]", "gaussian")
+    _one_line_error(["evaluate", str(tmp_path / "nowhere")], capsys, "config.json")
+    _one_line_error(
+        ["train", "--epochs", "0", "--run-dir", str(tmp_path / "z")], capsys, "--epochs"
+    )
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_a_finished_run_is_not_overwritten_and_resume_keeps_its_options(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--epochs", "1", *TINY]) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    _one_line_error(["train", "--run-dir", str(run), "--epochs", "1", *TINY], capsys, "--resume")
+    _one_line_error(
+        ["train", "--run-dir", str(run), "--resume", "--z-dim", "4"], capsys, "--z-dim", "z_dim=2"
+    )
+    _one_line_error(
+        ["train", "--run-dir", str(run), "--resume", "--epochs", "0"], capsys, "--epochs"
+    )
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_every_option_is_explained():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"train", "evaluate", "sample", "demo"}
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help and len(action.help) > 10, (name, action.option_strings)
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([name, "--help"])
+        assert exit_.value.code == 0

@@ -314,11 +314,14 @@ def test_bits_per_dim_of_an_exact_log_likelihood(device):
 # -- ArviZ -----------------------------------------------------------------------------
 
 
-def test_to_inference_data_holds_guide_draws_and_their_log_weights(device, tmp_path):
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside arviz's matplotlib backend
+def test_to_inference_data_holds_guide_draws_and_their_log_weights(device):
     import arviz
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     model = LinearGaussian(device)
     x = _draw_x(model, 5, device)
     idata = evaluate.to_inference_data(model.pair, x, num_samples=400)
@@ -337,7 +340,7 @@ def test_to_inference_data_holds_guide_draws_and_their_log_weights(device, tmp_p
     assert khat.shape == (5,)
     arviz.plot_posterior(idata, var_names=["z"], coords={"point": [0]})
     arviz.plot_khat(evaluate.log_likelihood(model.pair, x, num_samples=100).khat.cpu().numpy())
-    matplotlib.pyplot.close("all")
+    plt.close("all")
 
 
 # -- every prior through every diagnostic ----------------------------------------------

@@ -32,7 +32,7 @@ import warnings
 import torch
 
 from probae import VAE, data, evaluate, fit, nets, priors
-from probae._viz_priors import aggregate_posterior
+from probae.viz import aggregate_posterior
 
 PRIORS = ("standard-normal", "mixture", "vamp", "flow")
 LOSSES = ("elbo", "iwae")

@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pyro
@@ -628,10 +629,17 @@ def _evaluate(model, config, split, num_samples, chunk_size, batch_size, seed) -
         importance.check_guide_has_density(model.guide, (x,), "log_likelihood")
     except ValueError:
         return metrics  # a Delta guide has no importance weights
-    ll = evaluate.log_likelihood(
-        model, test, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size
-    )
+    with warnings.catch_warnings():
+        # the same diagnosis is printed below as a number, in its own line
+        warnings.filterwarnings("ignore", message="For .* too heavy-tailed to trust")
+        ll = evaluate.log_likelihood(
+            model, test, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size
+        )
     metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, num_samples=num_samples)
+    if ll.khat is not None:
+        metrics.update(
+            khat_threshold=ll.khat_threshold, khat_unreliable_fraction=ll.fraction_unreliable
+        )
     return metrics
 
 
@@ -648,6 +656,12 @@ def _print_metrics(metrics: dict, config: dict) -> None:
             f"{metrics['log_likelihood_stderr']:.3f} {per} "
             f"(IWAE estimate, {metrics['num_samples']} importance samples)"
         )
+        if "khat_threshold" in metrics:
+            print(
+                f"{split} PSIS k-hat above {metrics['khat_threshold']:.2f}: "
+                f"{metrics['khat_unreliable_fraction']:.1%} of {_per(config)}s "
+                "(their estimates rest on a few heavy weights)"
+            )
     else:
         print(f"{split} log-likelihood: not available (the guide is a point mass)")
 

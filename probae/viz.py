@@ -29,6 +29,7 @@ from . import data as _data
 from ._common import device_of
 from ._viz_ae import filters, first_layer_weights, vector_field
 from ._viz_cvae import class_samples, quadrant_completions
+from ._viz_priors import aggregate_posterior
 
 __all__ = [
     "image_grid",
@@ -43,6 +44,7 @@ __all__ = [
     "first_layer_weights",
     "class_samples",
     "quadrant_completions",
+    "aggregate_posterior",
 ]
 
 #: grey level of the one-pixel border between tiles of a mosaic

@@ -15,6 +15,9 @@ from probae.train import IWAE
 
 D, K, S = 5, 2, 0.5
 
+# The poor guides here are poor on purpose; the PSIS warning they raise is tested elsewhere.
+pytestmark = pytest.mark.filterwarnings("ignore:For .* too heavy-tailed to trust")
+
 
 class LinearGaussian:
     r"""z ~ N(0, I_K), x | z ~ N(W z + b, s^2 I_D): log p(x) = log N(x; b, W W^T + s^2 I)."""
@@ -66,19 +69,22 @@ def test_iwae_with_exact_posterior_equals_exact_log_likelihood(device, num_sampl
 
 def test_iwae_with_poor_guide_rises_towards_exact_and_elbo_lies_below(device):
     lg = LinearGaussian(device, shift=0.7, stretch=1.8)
-    x = lg.data(400)
+    x = lg.data(1000)
     exact = lg.log_evidence(x).mean().item()
     pair = (lg.model, lg.poor_guide)
     elbo = evaluate.elbo(pair, x, num_particles=200).mean().item()
-    estimates = [
-        evaluate.log_likelihood(pair, x, num_samples=k, chunk_size=500).mean
-        for k in (1, 10, 100, 2000)
+    results = [
+        evaluate.log_likelihood(pair, x, num_samples=k, chunk_size=500) for k in (1, 10, 100, 2000)
     ]
-    assert elbo < estimates[1] - 0.05  # a guide this poor leaves a visible gap
-    assert abs(estimates[0] - elbo) < 0.05  # one sample: the IWAE bound is the ELBO
-    assert estimates[1] < estimates[2] < estimates[3]
+    estimates = [r.mean for r in results]
+    gap = exact - elbo
+    assert gap > 1.0  # a guide this poor leaves a visible gap
+    # one sample: the IWAE bound is the ELBO, up to the Monte Carlo error of one draw per point
+    one_draw_error = results[0].values.std().item() / math.sqrt(x.shape[0])
+    assert abs(estimates[0] - elbo) < 5 * one_draw_error
+    assert estimates[0] < estimates[1] < estimates[2] < estimates[3]
     assert estimates[3] < exact + 0.01  # a lower bound in expectation
-    assert exact - estimates[3] < 0.25 * (exact - elbo)  # and most of the gap is closed
+    assert exact - estimates[3] < 0.02 * gap  # and nearly all of the gap is closed
 
 
 def test_chunking_does_not_change_the_estimate(device):

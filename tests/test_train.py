@@ -97,6 +97,7 @@ def test_two_models_trained_one_after_the_other_both_train(device, digits):
         assert torch.equal(first_trained[key], _snapshot(first)[key]), key
 
 
+@pytest.mark.filterwarnings("ignore:For .* too heavy-tailed to trust")
 def test_a_users_own_pair_with_pyro_module_trains_and_evaluates(device, digits):
     train, test = digits
     encoder = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8)).to(device)

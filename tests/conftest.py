@@ -24,6 +24,15 @@ def device():
     return DEVICE
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread():
+    """scikit-learn's small fits (probes, mixtures) likewise run on one BLAS thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rng_and_store():
     """Each test starts from a seeded RNG and an empty Pyro param store."""

@@ -17,16 +17,6 @@ from probae.viz import filters, first_layer_weights, vector_field
 D = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are small: on a shared CPU one thread is many times faster than
-    several that spin-wait for each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", "train"), data.load("digits", "test")

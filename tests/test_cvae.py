@@ -18,19 +18,6 @@ def _inverse_softplus(y):
     return y + math.log(-math.expm1(-y))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks (and scikit-learn's small solves) run faster on one thread than on
-    several contended ones."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", "train"), data.load("digits", "test")

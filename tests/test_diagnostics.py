@@ -15,15 +15,6 @@ from probae import VAE, evaluate, likelihoods, nets, priors
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one thread is faster than several on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class LinearGaussian:
     r"""p(z) = N(0, I_2), p(x|z) = N(w z, s^2) with x one-dimensional, and the guide
     q(z|x) = N(c * mu(x), (k L)(k L)^T) built from the exact posterior

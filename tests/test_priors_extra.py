@@ -17,15 +17,6 @@ from probae.viz import aggregate_posterior
 X_DIM, Z_DIM = 6, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one thread is faster than several on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _binary(n, device, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.bernoulli(torch.full((n, X_DIM), 0.4), generator=generator).to(device)

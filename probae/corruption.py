@@ -76,7 +76,8 @@ class Corruption(nn.Module):
         return self.corrupt(_check_input(x))
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Draws x~ ~ C(x~|x); every corruption process defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define corrupt(x)")
 
 
 class GaussianNoise(Corruption):

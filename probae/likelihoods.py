@@ -42,7 +42,8 @@ class Likelihood(nn.Module):
     name = "likelihood"
 
     def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
-        raise NotImplementedError
+        """p(x|z) per element for the decoder output; every likelihood defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define distribution(output)")
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         return self.distribution(output).to_event(event_dim)

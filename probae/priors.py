@@ -84,7 +84,8 @@ class Prior(nn.Module):
         return self(batch_shape, c)
 
     def distribution(self) -> dist.TorchDistribution:
-        raise NotImplementedError
+        """p(z) for one point (event shape ``(z_dim,)``); every unconditional prior defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define distribution()")
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}"

@@ -110,13 +110,14 @@ class Autoencoder(nn.Module):
         return prior((n,), c) if c is not None else prior((n,))
 
     def guide(self, x, c=None):
-        raise NotImplementedError
+        """q(z|x); every family defines its own."""
+        raise NotImplementedError(f"{type(self).__name__} must define guide(x, c=None)")
 
     # -- using a trained model ---------------------------------------------------------
     def encode(self, x, c=None) -> torch.Tensor:
         """The code of x: the posterior mean for a VAE, f(x) for a deterministic
         autoencoder."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define encode(x, c=None)")
 
     def decode(self, z, c=None) -> torch.Tensor:
         """E[x|z], the mean of the likelihood (pixel probabilities for Bernoulli)."""

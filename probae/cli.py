@@ -3,14 +3,24 @@
 Each training run lives in a *run directory* that holds
 
 - ``config.json``: everything needed to rebuild the model and find its data
-  (data set, model family, z_dim, prior, likelihood, network, beta, and the
-  training options);
+  (data set, model family and that family's options, z_dim, likelihood,
+  network, and the training options);
 - ``checkpoint.pt``: written atomically by :func:`probae.fit` after every
   epoch (the model's weights are under the key ``"module"``; see
   :func:`probae.train.load_checkpoint`);
 - ``history.csv``: the loss per epoch;
-- PNG pictures: ``samples.png``, ``reconstructions.png``, ``latent.png``,
-  ``history.png``; and ``metrics.json`` once the run is evaluated.
+- PNG pictures: ``samples.png`` (a class-by-sample grid for the cvae; none for
+  the deterministic autoencoders, which draw ``filters.png`` instead),
+  ``reconstructions.png``, ``latent.png``, ``history.png``; and
+  ``metrics.json`` once the run is evaluated.
+
+``probae train --model NAME`` builds any family in :data:`FAMILIES`: ``vae``,
+``cvae`` (conditioned on the data set's labels), and the deterministic
+autoencoders ``ae``, ``denoising-ae``, ``sparse-ae``, ``ksparse-ae`` and
+``contractive-ae``. Their guides are point masses, so ``probae evaluate``
+reports their per-point objective (the negative training loss) and no
+log-likelihood, and ``probae sample`` first fits a Gaussian mixture to the
+codes of their training data (:func:`probae.fit_latent_density`).
 
 ``probae train --resume`` continues an interrupted run from its checkpoint;
 ``probae evaluate`` and ``probae sample`` rebuild the model from the run
@@ -29,52 +39,49 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
 import torch
 
 from . import __version__, evaluate, importance, likelihoods, priors, viz
+from . import corruption as _corruption
 from . import data as _data
 from ._common import device_of
-from .models import VAE
+from .models import AE, CVAE, VAE, ContractiveAE, DenoisingAE, KSparseAE, SparseAE
+from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
 from .train import CHECKPOINT_NAME, fit, load_checkpoint
 
-__all__ = ["main", "build_parser", "build_model", "load_run", "DEFAULTS"]
+__all__ = ["main", "build_parser", "build_model", "load_run", "DEFAULTS", "FAMILIES", "Family"]
 
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 METRICS_NAME = "metrics.json"
 
-#: model families the command line can build, by name
-MODELS = {"vae": VAE}
-
-#: the options stored in config.json, with their defaults
+#: the options every model family has, with their defaults (stored in config.json)
 DEFAULTS = {
     "model": "vae",
     "data": "digits",
     "root": None,
-    "z_dim": 8,
-    "prior": "standard-normal",
-    "components": None,
-    "likelihood": "bernoulli",
     "scale": None,
     "learn_scale": False,
-    "net": "mlp",
-    "hidden": [256, 256],
-    "beta": 1.0,
     "loss": "elbo",
     "num_particles": 1,
     "batch_size": 64,
     "lr": 1e-3,
     "binarize": "auto",
-    "beta_warmup": 0,
     "seed": 0,
 }
 #: stored options that may change when a run is resumed (the data's location)
 _RESUMABLE = {"root"}
 DEMO_EPOCHS = 300
 TRAIN_EPOCHS = 100
+SAMPLES = 64
+SAMPLES_PER_CLASS = 8
+#: mixture components fitted to a deterministic autoencoder's codes before sampling
+CODE_COMPONENTS = 10
 
 
 class CommandError(Exception):
@@ -93,15 +100,41 @@ def _names(module) -> str:
 
 
 def _hidden(text: str) -> list:
+    if text.strip().lower() == "none":
+        return []
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
         widths = []
     if not widths or any(w < 1 for w in widths):
         raise argparse.ArgumentTypeError(
-            f"--hidden must be comma-separated positive widths like 256,256, got {text!r}"
+            f"--hidden must be comma-separated positive widths like 256,256 (or none), got {text!r}"
         )
     return widths
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _families_with(key: str) -> list:
+    return [name for name, family in FAMILIES.items() if key in family.options]
+
+
+def _default_text(key: str) -> str:
+    """'default: V' where every family agrees, else the most common default followed
+    by the others: 'default: 8; 32 for ksparse-ae'."""
+    by_value = {}
+    for name in _families_with(key):
+        by_value.setdefault(_shown(FAMILIES[name].options[key]), []).append(name)
+    common, *others = sorted(by_value, key=lambda v: -len(by_value[v]))
+    return "; ".join([f"default: {common}"] + [f"{v} for {', '.join(by_value[v])}" for v in others])
+
+
+def _only(key: str) -> str:
+    return f"[{', '.join(_families_with(key))}]"
 
 
 def _add_device(parser) -> None:
@@ -139,7 +172,11 @@ def _add_model_options(parser) -> None:
     d = DEFAULTS
     group = parser.add_argument_group("model (stored in config.json)")
     group.add_argument(
-        "--model", metavar="NAME", help=f"model family: {', '.join(MODELS)} (default: {d['model']})"
+        "--model",
+        metavar="NAME",
+        help=f"model family: {', '.join(FAMILIES)} (default: {d['model']}); cvae is "
+        "conditioned on the data set's labels, the *-ae families are deterministic "
+        "autoencoders (point-mass guides)",
     )
     group.add_argument(
         "--data",
@@ -153,21 +190,12 @@ def _add_model_options(parser) -> None:
         "(needed for mnist and fashion-mnist)",
     )
     group.add_argument(
-        "--z-dim", metavar="N", type=int, help=f"latent dimension (default: {d['z_dim']})"
-    )
-    group.add_argument(
-        "--prior", metavar="NAME", help=f"prior p(z): {_names(priors)} (default: {d['prior']})"
-    )
-    group.add_argument(
-        "--components",
-        metavar="K",
-        type=int,
-        help="mixture components of the gaussian-mixture prior (default: the prior's own, 10)",
+        "--z-dim", metavar="N", type=int, help=f"latent dimension ({_default_text('z_dim')})"
     )
     group.add_argument(
         "--likelihood",
         metavar="NAME",
-        help=f"likelihood p(x|z): {_names(likelihoods)} (default: {d['likelihood']})",
+        help=f"likelihood p(x|z): {_names(likelihoods)} ({_default_text('likelihood')})",
     )
     group.add_argument(
         "--scale",
@@ -183,24 +211,84 @@ def _add_model_options(parser) -> None:
         help="learn the gaussian or laplace likelihood's scale with the networks",
     )
     group.add_argument(
-        "--net",
-        choices=["mlp", "conv"],
-        help="encoder/decoder networks: mlp on flattened points, or conv on (C, H, W) "
-        f"images (default: {d['net']})",
-    )
-    group.add_argument(
         "--hidden",
         metavar="W,W,...",
         type=_hidden,
-        help="hidden widths of the mlp networks, comma-separated (default: "
-        f"{','.join(map(str, d['hidden']))})",
+        help="hidden widths of the mlp networks, comma-separated, or none for a single "
+        f"layer ({_default_text('hidden')})",
+    )
+
+    group = parser.add_argument_group(
+        "options of some families (stored in config.json; each takes those marked with "
+        "its name, and any other is an error)"
+    )
+    group.add_argument(
+        "--prior",
+        metavar="NAME",
+        help=f"prior p(z): {_names(priors)} ({_default_text('prior')}) {_only('prior')}",
+    )
+    group.add_argument(
+        "--components",
+        metavar="K",
+        type=int,
+        help="mixture components of the gaussian-mixture prior (default: the prior's own, "
+        f"10) {_only('components')}",
+    )
+    group.add_argument(
+        "--net",
+        choices=["mlp", "conv"],
+        help="encoder/decoder networks: mlp on flattened points, or conv on (C, H, W) "
+        f"images ({_default_text('net')}) {_only('net')}",
     )
     group.add_argument(
         "--beta",
         metavar="B",
         type=float,
-        help=f"weight of the KL term; 1 is the VAE, other values the beta-VAE "
-        f"(default: {d['beta']:g})",
+        help="weight of the KL term; 1 is the VAE, other values the beta-VAE "
+        f"({_default_text('beta')}) {_only('beta')}",
+    )
+    group.add_argument(
+        "--corruption",
+        choices=list(_CORRUPTIONS),
+        help="the corruption C(x~|x) the encoder sees: masking zeroes values, gaussian adds "
+        "noise, salt-and-pepper sets values to 0 or 1 "
+        f"({_default_text('corruption')}) {_only('corruption')}",
+    )
+    group.add_argument(
+        "--noise",
+        metavar="LEVEL",
+        type=float,
+        help="level of --corruption: the fraction of values corrupted for masking and "
+        "salt-and-pepper (default: 0.25), the standard deviation for gaussian (default: "
+        f"0.1) {_only('noise')}",
+    )
+    group.add_argument(
+        "--penalty",
+        choices=list(SparseAE.PENALTIES),
+        help="sparsity penalty: l1 on the codes (a Laplace prior), or kl between a target "
+        "mean activation --rho and each unit's mean activation over the batch "
+        f"({_default_text('penalty')}) {_only('penalty')}",
+    )
+    group.add_argument(
+        "--weight",
+        metavar="W",
+        type=float,
+        help="weight of the penalty: sparse-ae lambda of l1 (default: 0.1) or beta of kl "
+        "(default: 3); contractive-ae lambda of the squared Frobenius norm of the "
+        f"encoder's Jacobian (default: 0.1) {_only('weight')}",
+    )
+    group.add_argument(
+        "--rho",
+        metavar="R",
+        type=float,
+        help="target mean activation of the sparse-ae with --penalty kl, in (0, 1) "
+        f"(default: 0.05) {_only('rho')}",
+    )
+    group.add_argument(
+        "--k",
+        metavar="K",
+        type=int,
+        help=f"code units kept, the K largest, at most --z-dim ({_default_text('k')}) {_only('k')}",
     )
 
 
@@ -244,7 +332,7 @@ def _add_training_options(parser, epochs: int) -> None:
         metavar="N",
         type=int,
         help="epochs over which beta rises linearly from 0 to --beta (KL annealing); "
-        f"0 for none (default: {d['beta_warmup']})",
+        f"0 for none ({_default_text('beta_warmup')}) {_only('beta_warmup')}",
     )
     group.add_argument(
         "--seed",
@@ -268,9 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model and write a run directory",
-        description="Train a model. The run directory receives config.json, checkpoint.pt "
-        "(after every epoch), history.csv and pictures (samples.png, reconstructions.png, "
-        "latent.png, history.png).",
+        description="Train a model of any family (--model). The run directory receives "
+        "config.json, checkpoint.pt (after every epoch), history.csv and pictures: "
+        "reconstructions.png, latent.png, history.png, and samples.png (one row per class "
+        "for cvae) or, for the deterministic autoencoders, which have no prior to sample "
+        "from, filters.png (the encoder's first-layer weights).",
     )
     train.add_argument(
         "--run-dir",
@@ -294,8 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the test ELBO and the IWAE log-likelihood estimate of a trained run",
         description="Rebuild a trained model from its run directory and print, in nats per "
         "point with standard errors over points, its ELBO and the importance-weighted "
-        "(IWAE) estimate of log p(x). Data are binarized once (seed 0) when the run was "
-        "trained on binarized data. The figures also go to metrics.json.",
+        "(IWAE) estimate of log p(x) (of log p(x|c), c the label, for cvae). A "
+        "deterministic autoencoder has a point-mass guide and so no density: its "
+        "per-point objective (the negative training loss) is printed instead. Data are "
+        "binarized once (seed 0) when the run was trained on binarized data. The "
+        "figures also go to metrics.json.",
     )
     ev.add_argument("run_dir", help="run directory written by probae train")
     ev.add_argument(
@@ -336,11 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="write a grid of samples from a trained run",
         description="Draw z from the prior of a trained model, decode E[x|z] and write the "
-        "pictures as a grid.",
+        "pictures as a grid. A cvae draws z from p(z|c) for every class c, one row per "
+        "class. A deterministic autoencoder has no prior: a Gaussian mixture is first "
+        "fitted to the codes of its training data (ex-post density estimation) and the "
+        "samples decode draws from it.",
     )
     sample.add_argument("run_dir", help="run directory written by probae train")
     sample.add_argument(
-        "-n", "--num", metavar="N", type=int, default=64, help="number of samples (default: 64)"
+        "-n",
+        "--num",
+        metavar="N",
+        type=int,
+        help=f"number of samples (default: {SAMPLES}); for cvae, samples per class "
+        f"(default: {SAMPLES_PER_CLASS})",
+    )
+    sample.add_argument(
+        "--components",
+        metavar="K",
+        type=int,
+        help="components of the Gaussian mixture fitted to the codes of a deterministic "
+        f"autoencoder (default: {CODE_COMPONENTS})",
     )
     sample.add_argument(
         "--out", metavar="PNG", help="PNG file to write (default: RUN_DIR/samples.png)"
@@ -432,24 +540,164 @@ def _build_likelihood(config: dict):
     )
 
 
+# Each family's builder turns the options into its constructor's arguments. ``common``
+# holds those every family takes (x_shape, z_dim, likelihood, hidden). Where the
+# constructor chooses a default from another argument (the noise level of a
+# corruption, the weight of a sparsity penalty), the builder writes the value used
+# back into ``config``, so that config.json records it.
+
+#: corruption processes of the denoising autoencoder: class and its noise-level argument
+_CORRUPTIONS = {
+    "masking": (_corruption.MaskingNoise, "p"),
+    "gaussian": (_corruption.GaussianNoise, "sigma"),
+    "salt-and-pepper": (_corruption.SaltAndPepper, "p"),
+}
+
+
+def _vae(config: dict, common: dict):
+    return VAE(**common, prior=_build_prior(config), beta=config["beta"])
+
+
+def _cvae(config: dict, common: dict):
+    if config.get("c_shape") is None:
+        raise ValueError("a cvae configuration needs c_shape, the number of classes as [K]")
+    return CVAE(**common, c_shape=tuple(config["c_shape"]), beta=config["beta"])
+
+
+def _ae(config: dict, common: dict):
+    return AE(**common)
+
+
+def _denoising_ae(config: dict, common: dict):
+    if config["corruption"] not in _CORRUPTIONS:
+        raise ValueError(f"--corruption must be one of {list(_CORRUPTIONS)}")
+    cls, level = _CORRUPTIONS[config["corruption"]]
+    if config["noise"] is None:
+        config["noise"] = inspect.signature(cls).parameters[level].default
+    try:
+        corruption = cls(**{level: config["noise"]})
+    except (ValueError, TypeError) as error:
+        raise CommandError(
+            f"--noise {config['noise']} for --corruption {config['corruption']}: {error}"
+        ) from None
+    return DenoisingAE(**common, corruption=corruption)
+
+
+def _sparse_ae(config: dict, common: dict):
+    if config["penalty"] == "l1" and config["rho"] is not None:
+        raise CommandError("--rho is the target activation of --penalty kl; --penalty l1 has none")
+    rho = {} if config["rho"] is None else {"rho": config["rho"]}
+    model = SparseAE(**common, penalty=config["penalty"], weight=config["weight"], **rho)
+    config["weight"] = model.weight
+    if model.penalty == "kl":
+        config["rho"] = model.rho
+    return model
+
+
+def _ksparse_ae(config: dict, common: dict):
+    return KSparseAE(**common, k=config["k"])
+
+
+def _contractive_ae(config: dict, common: dict):
+    return ContractiveAE(**common, weight=config["weight"])
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family the command line builds.
+
+    :ivar type cls: its class.
+    :ivar dict options: the options it takes beyond :data:`DEFAULTS`, with their
+        defaults (its constructor's; None where the constructor derives one from
+        another option).
+    :ivar build: ``build(config, common) -> model``.
+    """
+
+    cls: type
+    options: dict
+    build: Callable
+
+    @property
+    def conditional(self) -> bool:
+        """Conditioned on the data set's labels."""
+        return issubclass(self.cls, CVAE)
+
+    @property
+    def deterministic(self) -> bool:
+        """A point-mass guide: no density, no prior to sample from."""
+        return issubclass(self.cls, DeterministicAutoencoder)
+
+
+_VARIATIONAL = {"z_dim": 8, "likelihood": "bernoulli", "hidden": [256, 256], "beta": 1.0}
+_DETERMINISTIC = {"z_dim": 8, "likelihood": "gaussian", "hidden": [128]}
+
+#: the model families ``probae train --model NAME`` builds, by name
+FAMILIES = {
+    "vae": Family(
+        VAE,
+        {
+            **_VARIATIONAL,
+            "prior": "standard-normal",
+            "components": None,
+            "net": "mlp",
+            "beta_warmup": 0,
+        },
+        _vae,
+    ),
+    "cvae": Family(CVAE, {**_VARIATIONAL, "beta_warmup": 0}, _cvae),
+    "ae": Family(AE, _DETERMINISTIC, _ae),
+    "denoising-ae": Family(
+        DenoisingAE, {**_DETERMINISTIC, "corruption": "masking", "noise": None}, _denoising_ae
+    ),
+    "sparse-ae": Family(
+        SparseAE, {**_DETERMINISTIC, "penalty": "l1", "weight": None, "rho": None}, _sparse_ae
+    ),
+    "ksparse-ae": Family(
+        KSparseAE, {**_DETERMINISTIC, "z_dim": 32, "hidden": [], "k": 10}, _ksparse_ae
+    ),
+    "contractive-ae": Family(
+        ContractiveAE, {**_DETERMINISTIC, "hidden": [], "weight": 0.1}, _contractive_ae
+    ),
+}
+
+#: every option config.json may hold, each family's included
+_OPTIONS = list(DEFAULTS) + list(dict.fromkeys(k for f in FAMILIES.values() for k in f.options))
+
+
+def _family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def _complete(config: dict) -> dict:
+    """The configuration with the defaults of the options it lacks (its family's and
+    the shared ones)."""
+    family = _family(config.get("model", DEFAULTS["model"]))
+    return {**DEFAULTS, **family.options, **config}
+
+
+def _build(config: dict, x_shape) -> torch.nn.Module:
+    """Builds the model of a complete configuration, recording in it the defaults its
+    constructor resolved."""
+    common = {
+        "x_shape": tuple(x_shape),
+        "z_dim": config["z_dim"],
+        "likelihood": _build_likelihood(config),
+        "hidden": tuple(config["hidden"]),
+    }
+    return _family(config["model"]).build(config, common)
+
+
 def build_model(config: dict, x_shape) -> torch.nn.Module:
     """Builds the (untrained) model a run's configuration describes.
 
     :param dict config: the contents of a run's ``config.json`` (missing keys take
-        :data:`DEFAULTS`).
+        :data:`DEFAULTS` and the defaults of the model's family in :data:`FAMILIES`;
+        a ``cvae`` needs ``c_shape``).
     :param tuple x_shape: shape of one data point.
     """
-    config = {**DEFAULTS, **config}
-    if config["model"] not in MODELS:
-        raise ValueError(f"unknown model {config['model']!r}; expected one of {sorted(MODELS)}")
-    return MODELS[config["model"]](
-        x_shape=tuple(x_shape),
-        z_dim=config["z_dim"],
-        prior=_build_prior(config),
-        likelihood=_build_likelihood(config),
-        beta=config["beta"],
-        hidden=tuple(config["hidden"]),
-    )
+    return _build(_complete(config), x_shape)
 
 
 def _load_data(config: dict, split: str) -> _data.Dataset:
@@ -459,7 +707,7 @@ def _load_data(config: dict, split: str) -> _data.Dataset:
             f"{'MNIST' if config['data'] == 'mnist' else 'FashionMNIST'}/raw with the four "
             "original gzip files (train-images-idx3-ubyte.gz, ...)"
         )
-    flatten = config["net"] == "mlp"
+    flatten = config.get("net", "mlp") == "mlp"
     ds = _data.load(config["data"], split=split, root=config["root"], flatten=flatten)
     if not flatten and ds.image_shape is None:
         raise CommandError(f"--net conv needs pictures, but data set {config['data']!r} has none")
@@ -477,7 +725,7 @@ def _read_config(run_dir: Path) -> dict:
         stored = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CommandError(f"{path} is not valid JSON ({error})") from None
-    return {**DEFAULTS, **stored}
+    return _complete(stored)
 
 
 def _write_json(obj: dict, path: Path) -> None:
@@ -503,7 +751,7 @@ def load_run(run_dir, device=None) -> tuple:
             f"--run-dir {run_dir} --resume"
         )
     device = torch.device("cpu") if device is None else torch.device(device)
-    model = build_model(config, config["x_shape"]).to(device)
+    model = _build(config, config["x_shape"]).to(device)
     state = load_checkpoint(checkpoint, map_location=device)
     model.load_state_dict(state["module"])
     return model.eval(), config
@@ -514,12 +762,19 @@ def load_run(run_dir, device=None) -> tuple:
 
 def _resolve_config(args, stored: dict | None) -> dict:
     """The run's options: the stored ones when resuming (explicit options that differ
-    are refused), else the command line's over the defaults."""
+    are refused), else the command line's over the defaults. An option the model's
+    family does not take is refused."""
     config = dict(DEFAULTS) if stored is None else dict(stored)
-    for key in DEFAULTS:
-        value = getattr(args, key, None)
-        if value is None:
-            continue
+    given = {key: getattr(args, key) for key in _OPTIONS if getattr(args, key, None) is not None}
+    name = given.get("model", config["model"])
+    family = _family(name)
+    for key in given:
+        if key not in DEFAULTS and key not in family.options:
+            raise CommandError(
+                f"--{key.replace('_', '-')} does not apply to --model {name}; it is an "
+                f"option of {', '.join(_families_with(key))}"
+            )
+    for key, value in given.items():
         if key == "binarize" and value == "auto" and stored is not None:
             value = _check_config({**stored, "binarize": "auto"})["binarize"]
         if stored is not None and key not in _RESUMABLE and value != stored.get(key):
@@ -528,14 +783,14 @@ def _resolve_config(args, stored: dict | None) -> dict:
                 f"{key}={stored.get(key)!r}; only --epochs can change when resuming"
             )
         config[key] = value
-    return config
+    return _complete(config)
 
 
 def _check_config(config: dict) -> dict:
     for key in ("z_dim", "num_particles", "batch_size"):
         if config[key] < 1:
             raise CommandError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
-    if config["beta_warmup"] < 0:
+    if config.get("beta_warmup", 0) < 0:
         raise CommandError(f"--beta-warmup must be 0 or more, got {config['beta_warmup']}")
     if config["binarize"] == "auto":
         config["binarize"] = "dynamic" if config["likelihood"] == "bernoulli" else "none"
@@ -552,17 +807,36 @@ def _evaluation_data(config: dict, split: str) -> _data.Dataset:
     return ds if config["binarize"] == "none" else _data.binarize(ds, seed=0)
 
 
+def _condition(model, ds: _data.Dataset):
+    """The one-hot labels of ``ds``, a cvae's condition; None for the other families."""
+    if not isinstance(model, CVAE):
+        return None
+    return _data.resolve_condition(ds, "label", c_shape=model.c_shape).to(device_of(model))
+
+
 def _pictures(model, config: dict, run_dir: Path, history) -> list:
     """Writes the run's pictures; returns their paths."""
     written = [viz.history_plot(history, run_dir / "history.png")]
     test = _load_data(config, "test")
-    is_image = test.image_shape is not None
-    if is_image and not getattr(model.prior, "improper", False):
-        written.append(viz.sample_grid(model, 64, run_dir / "samples.png", seed=0))
-    if is_image:
-        written.append(viz.reconstructions(model, test[:16], run_dir / "reconstructions.png"))
+    c = _condition(model, test)
+    shape = test.image_shape
+    if shape is not None:
+        if c is not None:
+            written.append(
+                viz.class_samples(model, image_shape=shape, path=run_dir / "samples.png")
+            )
+        elif isinstance(model, DeterministicAutoencoder):
+            if shape[0] == 1:  # filters are drawn in grey
+                written.append(viz.filters(model, run_dir / "filters.png", image_shape=shape))
+        elif not getattr(model.prior, "improper", False):
+            written.append(viz.sample_grid(model, SAMPLES, run_dir / "samples.png", seed=0))
+        written.append(
+            viz.reconstructions(
+                model, test[:16], run_dir / "reconstructions.png", c=None if c is None else c[:16]
+            )
+        )
     if test.y is not None:
-        written.append(viz.latent_scatter(model, test, run_dir / "latent.png"))
+        written.append(viz.latent_scatter(model, test, run_dir / "latent.png", c=c))
     return written
 
 
@@ -575,8 +849,16 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple
             "or laplace"
         )
     config["x_shape"] = list(train.x.shape[1:])
+    conditional = _family(config["model"]).conditional
+    if conditional:
+        if train.y is None:
+            raise CommandError(
+                f"--model {config['model']} is conditioned on labels, but data set "
+                f"{config['data']!r} has none"
+            )
+        config["c_shape"] = [int(train.y.max()) + 1]
     pyro.set_rng_seed(config["seed"])
-    model = build_model(config, config["x_shape"]).to(device)
+    model = _build(config, config["x_shape"]).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json({**config, "probae_version": __version__}, run_dir / CONFIG_NAME)
     began = time.perf_counter()
@@ -590,11 +872,12 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple
             num_particles=config["num_particles"],
             lr=config["lr"],
             binarize=_binarize_arg(config),
-            beta_warmup=config["beta_warmup"],
+            beta_warmup=config.get("beta_warmup", 0),
             checkpoint_dir=run_dir,
             resume=resume,
             seed=config["seed"],
             progress=progress,
+            condition="label" if conditional else None,
         )
     except KeyboardInterrupt:
         raise CommandError(
@@ -615,25 +898,30 @@ def _per(config: dict) -> str:
 
 def _evaluate(model, config, split, num_samples, chunk_size, batch_size, seed) -> dict:
     test = _evaluation_data(config, split)
+    c = _condition(model, test)
     pyro.set_rng_seed(seed)
-    elbo = evaluate.elbo(model, test, batch_size=max(batch_size, 1))
+    elbo = evaluate.elbo(model, test, batch_size=max(batch_size, 1), c=c)
     n = elbo.numel()
+    # A point-mass guide makes the ELBO the training objective itself, and nothing more.
+    name = "objective" if isinstance(model, DeterministicAutoencoder) else "elbo"
     metrics = {
         "split": split,
         "points": n,
-        "elbo": elbo.mean().item(),
-        "elbo_stderr": (elbo.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        name: elbo.mean().item(),
+        f"{name}_stderr": (elbo.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
     }
+    if c is not None:
+        metrics["condition"] = "label"
     x = test.x[:2].to(device_of(model))
     try:
-        importance.check_guide_has_density(model.guide, (x,), "log_likelihood")
+        importance.check_guide_has_density(model.guide, (x, None if c is None else c[:2]), "")
     except ValueError:
         return metrics  # a Delta guide has no importance weights
     with warnings.catch_warnings():
         # the same diagnosis is printed below as a number, in its own line
         warnings.filterwarnings("ignore", message="For .* too heavy-tailed to trust")
         ll = evaluate.log_likelihood(
-            model, test, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size
+            model, test, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size, c=c
         )
     metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, num_samples=num_samples)
     if ll.khat is not None:
@@ -644,26 +932,35 @@ def _evaluate(model, config, split, num_samples, chunk_size, batch_size, seed) -
 
 
 def _print_metrics(metrics: dict, config: dict) -> None:
-    per = f"nats per {_per(config)}"
+    unit = _per(config)
+    per = f"nats per {unit}"
     split = metrics["split"]
-    print(
-        f"{split} ELBO:           {metrics['elbo']:.3f} ± {metrics['elbo_stderr']:.3f} {per} "
-        f"({metrics['points']} {_per(config)}s)"
-    )
+    conditional = "conditional " if "condition" in metrics else ""
+    first = "objective" if "objective" in metrics else "ELBO"
+    width = len(f"{conditional}log-likelihood: ")
+    label = f"{conditional}{first}:".ljust(width)
+    value = metrics.get("objective", metrics.get("elbo"))
+    stderr = metrics.get("objective_stderr", metrics.get("elbo_stderr"))
+    what = "minus the training loss; " if first == "objective" else ""
+    print(f"{split} {label}{value:.3f} ± {stderr:.3f} {per} ({what}{metrics['points']} {unit}s)")
     if "log_likelihood" in metrics:
+        bound = " of log p(x|c)" if conditional else ""
         print(
-            f"{split} log-likelihood: {metrics['log_likelihood']:.3f} ± "
+            f"{split} {conditional}log-likelihood: {metrics['log_likelihood']:.3f} ± "
             f"{metrics['log_likelihood_stderr']:.3f} {per} "
-            f"(IWAE estimate, {metrics['num_samples']} importance samples)"
+            f"(IWAE estimate{bound}, {metrics['num_samples']} importance samples)"
         )
         if "khat_threshold" in metrics:
             print(
                 f"{split} PSIS k-hat above {metrics['khat_threshold']:.2f}: "
-                f"{metrics['khat_unreliable_fraction']:.1%} of {_per(config)}s "
+                f"{metrics['khat_unreliable_fraction']:.1%} of {unit}s "
                 "(their estimates rest on a few heavy weights)"
             )
     else:
-        print(f"{split} log-likelihood: not available (the guide is a point mass)")
+        print(
+            f"{split} log-likelihood: not available (the guide is a point mass, with no "
+            "density to importance-weight by)"
+        )
 
 
 def _positive(name: str, value: int) -> int:
@@ -724,19 +1021,43 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    _positive("-n/--num", args.num)
-    model, _ = load_run(args.run_dir, _device(args.device))
-    if getattr(model.prior, "improper", False):
-        raise CommandError("this model's prior is flat (improper): it cannot be sampled")
+    device = _device(args.device)
+    model, config = load_run(args.run_dir, device)
+    family = _family(config["model"])
+    if args.components is not None and not family.deterministic:
+        raise CommandError(
+            f"--components does not apply to --model {config['model']}: it sizes the mixture "
+            "fitted to the codes of a deterministic autoencoder"
+        )
+    default = SAMPLES_PER_CLASS if family.conditional else SAMPLES
+    n = _positive("-n/--num", default if args.num is None else args.num)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
-    print(viz.sample_grid(model, args.num, out, seed=args.seed))
+    if family.conditional:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(args.seed)
+            print(viz.class_samples(model, n, path=out))
+        return 0
+    if family.deterministic:
+        components = _positive(
+            "--components", CODE_COMPONENTS if args.components is None else args.components
+        )
+        train = _evaluation_data(config, "train")
+        fit_latent_density(model, train, components=components, seed=args.seed)
+        print(
+            f"{config['model']} has no prior to sample from: fitted a {components}-component "
+            f"Gaussian mixture to the codes of its {len(train)} training {_per(config)}s; the "
+            "samples decode draws from it"
+        )
+    elif getattr(model.prior, "improper", False):
+        raise CommandError("this model's prior is flat (improper): it cannot be sampled")
+    print(viz.sample_grid(model, n, out, seed=args.seed))
     return 0
 
 
 def cmd_demo(args) -> int:
     run_dir = Path(args.run_dir)
     _positive("--num-samples", args.num_samples)
-    config = _check_config({**DEFAULTS, "seed": args.seed})
+    config = _check_config(_complete({"seed": args.seed}))
     config["epochs"] = _positive("--epochs", args.epochs)
     device = _device(args.device)
     for stale in (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME):

@@ -4,6 +4,7 @@ sample, resuming, and one-line errors."""
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -174,3 +175,125 @@ def test_every_option_is_explained():
         with pytest.raises(SystemExit) as exit_:
             cli.main([name, "--help"])
         assert exit_.value.code == 0
+
+
+# -- every family through a run directory -----------------------------------------------
+
+#: per family: options given to train, and what config.json must then record (the
+#: options given and the defaults the constructor resolved from them)
+FAMILY_RUNS = {
+    "ae": (["--hidden", "32"], {"hidden": [32], "likelihood": "gaussian", "binarize": "none"}),
+    "denoising-ae": (
+        ["--hidden", "32", "--corruption", "salt-and-pepper"],
+        {"corruption": "salt-and-pepper", "noise": 0.25},
+    ),
+    "sparse-ae": (
+        ["--hidden", "32", "--penalty", "kl"],
+        {"penalty": "kl", "weight": 3.0, "rho": 0.05},
+    ),
+    "ksparse-ae": (["--z-dim", "16", "--k", "4"], {"z_dim": 16, "k": 4, "hidden": []}),
+    "contractive-ae": (["--weight", "0.5"], {"weight": 0.5, "hidden": []}),
+    "cvae": (
+        ["--z-dim", "2", "--hidden", "32"],
+        {"c_shape": [10], "likelihood": "bernoulli", "binarize": "dynamic"},
+    ),
+}
+
+
+def _objective(text):
+    found = re.search(r"objective:\s+" + NUMBER, text)
+    assert found, text
+    return float(found.group(1))
+
+
+def _gaussian_reconstruction_log_density(model, x):
+    """log N(x; g(f(x)), I) of each point: the AE's whole objective under a flat prior."""
+    residual = x - model.reconstruct(x)
+    return -0.5 * residual.pow(2).sum(-1) - 0.5 * x.shape[-1] * math.log(2 * math.pi)
+
+
+@pytest.mark.parametrize("name", list(FAMILY_RUNS))
+def test_every_family_trains_evaluates_and_samples(name, tmp_path, capsys, device):
+    options, recorded = FAMILY_RUNS[name]
+    run, dev = tmp_path / "run", ["--device", str(device)]
+    train = ["train", "--model", name, "--run-dir", str(run), "--epochs", "1", *options]
+    assert cli.main([*train, "--threads", "1", "--no-progress", *dev]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == name
+    for key, value in recorded.items():
+        assert config[key] == value, key
+    deterministic = cli.FAMILIES[name].deterministic
+    # a deterministic autoencoder has no prior to draw samples.png from: filters instead
+    pictures = ["filters.png"] if deterministic else ["samples.png"]
+    for picture in ["reconstructions.png", "latent.png", *pictures]:
+        _png(run / picture)
+    assert (run / "samples.png").exists() != deterministic
+
+    # the run directory alone rebuilds the exact model, weights bit for bit
+    model, _ = cli.load_run(run, device)
+    assert type(model) is cli.FAMILIES[name].cls
+    saved = load_checkpoint(run / "checkpoint.pt")["module"]
+    assert saved.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value.cpu(), saved[key].cpu())
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--num-samples", "30", *dev]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    if deterministic:
+        assert "log-likelihood: not available" in out and "log_likelihood" not in metrics
+        objective = _objective(out)
+        assert round(metrics["objective"], 3) == objective
+        if name == "ae":  # flat prior, Gaussian pixels of scale 1: nothing but log N(x; r(x), I)
+            test = cli._load_data(config, "test").x.to(device)
+            expected = _gaussian_reconstruction_log_density(model, test).mean().item()
+            assert objective == pytest.approx(expected, abs=2e-3)
+    else:
+        assert "conditional ELBO" in out and "log p(x|c)" in out
+        elbo, ll = _figures(out)
+        # Bernoulli pixels: p(x|c) <= 1, and the IWAE bound (K = 30) lies above the ELBO
+        assert elbo < ll < 0
+        assert metrics["condition"] == "label" and metrics["num_samples"] == 30
+
+    grid = tmp_path / "grid.png"
+    assert cli.main(["sample", str(run), "-n", "4", "--out", str(grid), *dev]) == 0
+    out = capsys.readouterr().out
+    image = _png(grid)
+    if deterministic:
+        assert "fitted a 10-component Gaussian mixture to the codes of its 1437" in out
+    else:  # one row of 4 samples per class: ten rows, far taller than wide
+        assert image.shape[0] > 1.5 * image.shape[1]
+
+
+def test_an_option_another_family_takes_is_a_one_line_error(tmp_path, capsys):
+    run = ["--run-dir", str(tmp_path / "r"), "--epochs", "1", "--no-progress"]
+    _one_line_error(["train", "--k", "3", *run], capsys, "--k", "--model vae", "ksparse-ae")
+    _one_line_error(["train", "--model", "ae", "--beta", "2", *run], capsys, "--beta", "vae, cvae")
+    _one_line_error(["train", "--model", "cvae", "--prior", "gmm", *run], capsys, "--prior")
+    _one_line_error(["train", "--model", "ksparse-ae", "--weight", "1", *run], capsys, "--weight")
+    _one_line_error(["train", "--model", "sparse-ae", "--rho", "0.1", *run], capsys, "--rho", "kl")
+    _one_line_error(
+        ["train", "--model", "denoising-ae", "--noise", "2", *run], capsys, "--noise", "masking"
+    )
+    _one_line_error(["train", "--model", "ksparse-ae", "--k", "40", *run], capsys, "k", "z_dim=32")
+    assert not (tmp_path / "r").exists()
+
+
+def test_sample_refuses_code_components_for_a_model_with_a_prior(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--epochs", "1", *TINY]) == 0
+    _one_line_error(["sample", str(run), "--components", "3"], capsys, "--components", "vae")
+
+
+@pytest.mark.parametrize("name", list(cli.FAMILIES))
+def test_command_line_defaults_are_the_constructors(name):
+    """With no options, every family is built exactly as its class builds it."""
+    family, x_shape = cli.FAMILIES[name], (64,)
+    config = {"model": name, "c_shape": [10]} if family.conditional else {"model": name}
+    z_dim = family.options["z_dim"]
+    args = (x_shape, (10,), z_dim) if family.conditional else (x_shape, z_dim)
+    built, direct = cli.build_model(config, x_shape), family.cls(*args)
+    assert repr(built) == repr(direct)
+    shapes = {k: v.shape for k, v in direct.state_dict().items()}
+    assert {k: v.shape for k, v in built.state_dict().items()} == shapes

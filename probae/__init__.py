@@ -6,6 +6,7 @@ and a user's own pair too.
 """
 
 from . import corruption, data, evaluate, likelihoods, nets, priors, viz
+from ._config import register
 from .models import (
     AE,
     CVAE,
@@ -17,6 +18,7 @@ from .models import (
     SparseAE,
     fit_latent_density,
 )
+from .saving import load, save
 from .train import History, fit
 
 __version__ = "0.1.0"
@@ -37,7 +39,10 @@ __all__ = [
     "fit",
     "fit_latent_density",
     "likelihoods",
+    "load",
     "nets",
     "priors",
+    "register",
+    "save",
     "viz",
 ]

@@ -6,15 +6,16 @@ Each training run lives in a *run directory* that holds
   (data set, model family and that family's options, z_dim, likelihood,
   network, and the training options);
 - ``checkpoint.pt``: written atomically by :func:`probae.fit` after every
-  epoch (the model's weights are under the key ``"module"``; see
-  :func:`probae.train.load_checkpoint`);
+  epoch, in the format of :mod:`probae.saving` (the model's class, options and
+  weights, and the training state), so ``probae.load(run_dir)`` loads it;
 - ``history.csv``: the loss per epoch;
 - PNG pictures: ``samples.png`` (a class-by-sample grid for the cvae; none for
   the deterministic autoencoders, which draw ``filters.png`` instead),
   ``reconstructions.png``, ``latent.png``, ``history.png``; and
   ``metrics.json`` once the run is evaluated.
 
-``probae train --model NAME`` builds any family in :data:`FAMILIES`: ``vae``,
+``probae train --model NAME`` builds any family in
+:data:`probae.models.families.FAMILIES`: ``vae``,
 ``cvae`` (conditioned on the data set's labels), and the deterministic
 autoencoders ``ae``, ``denoising-ae``, ``sparse-ae``, ``ksparse-ae`` and
 ``contractive-ae``. Their guides are point masses, so ``probae evaluate``
@@ -24,7 +25,7 @@ codes of their training data (:func:`probae.fit_latent_density`).
 
 ``probae train --resume`` continues an interrupted run from its checkpoint;
 ``probae evaluate`` and ``probae sample`` rebuild the model from the run
-directory alone (:func:`load_run`). ``probae demo`` trains a VAE on the
+directory alone (:func:`probae.load`). ``probae demo`` trains a VAE on the
 built-in ``digits`` set, draws its pictures and prints the test ELBO and the
 importance-weighted log-likelihood estimate.
 """
@@ -32,31 +33,30 @@ importance-weighted log-likelihood estimate.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
 import torch
 
-from . import __version__, evaluate, importance, likelihoods, priors, viz
-from . import corruption as _corruption
+from . import __version__, evaluate, importance, likelihoods, priors, saving, viz
 from . import data as _data
 from ._common import device_of
-from .models import AE, CVAE, VAE, ContractiveAE, DenoisingAE, KSparseAE, SparseAE
+from .models import CVAE, SparseAE, families
 from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
-from .train import CHECKPOINT_NAME, fit, load_checkpoint
+from .models.families import CORRUPTIONS, FAMILIES
+from .saving import CHECKPOINT_NAME
+from .saving import read_checkpoint as load_checkpoint
+from .train import fit
 
-__all__ = ["main", "build_parser", "build_model", "load_run", "DEFAULTS", "FAMILIES", "Family"]
+__all__ = ["main", "build_parser", "load_run", "DEFAULTS"]
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = saving.RUN_CONFIG_NAME
 HISTORY_NAME = "history.csv"
 METRICS_NAME = "metrics.json"
 
@@ -65,8 +65,7 @@ DEFAULTS = {
     "model": "vae",
     "data": "digits",
     "root": None,
-    "scale": None,
-    "learn_scale": False,
+    **families.SHARED_OPTIONS,
     "loss": "elbo",
     "num_particles": 1,
     "batch_size": 64,
@@ -249,7 +248,7 @@ def _add_model_options(parser) -> None:
     )
     group.add_argument(
         "--corruption",
-        choices=list(_CORRUPTIONS),
+        choices=list(CORRUPTIONS),
         help="the corruption C(x~|x) the encoder sees: masking zeroes values, gaussian adds "
         "noise, salt-and-pepper sets values to 0 or 1 "
         f"({_default_text('corruption')}) {_only('corruption')}",
@@ -508,196 +507,13 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _accepted(cls, kwargs: dict, what: str) -> dict:
-    parameters = inspect.signature(cls).parameters
-    for key in kwargs:
-        if key not in parameters:
-            raise CommandError(
-                f"--{key.replace('_', '-')} does not apply to the {what} {cls.__name__}"
-            )
-    return kwargs
-
-
-def _build_prior(config: dict):
-    prior = priors.get(config["prior"], config["z_dim"])
-    if config["components"] is None:
-        return prior
-    kwargs = _accepted(type(prior), {"components": config["components"]}, "prior")
-    return priors.get(config["prior"], config["z_dim"], **kwargs)
-
-
-def _build_likelihood(config: dict):
-    likelihood = likelihoods.get(config["likelihood"])
-    kwargs = {}
-    if config["scale"] is not None:
-        kwargs["scale"] = config["scale"]
-    if config["learn_scale"]:
-        kwargs["learn_scale"] = True
-    if not kwargs:
-        return likelihood
-    return likelihoods.get(
-        config["likelihood"], **_accepted(type(likelihood), kwargs, "likelihood")
-    )
-
-
-# Each family's builder turns the options into its constructor's arguments. ``common``
-# holds those every family takes (x_shape, z_dim, likelihood, hidden). Where the
-# constructor chooses a default from another argument (the noise level of a
-# corruption, the weight of a sparsity penalty), the builder writes the value used
-# back into ``config``, so that config.json records it.
-
-#: corruption processes of the denoising autoencoder: class and its noise-level argument
-_CORRUPTIONS = {
-    "masking": (_corruption.MaskingNoise, "p"),
-    "gaussian": (_corruption.GaussianNoise, "sigma"),
-    "salt-and-pepper": (_corruption.SaltAndPepper, "p"),
-}
-
-
-def _vae(config: dict, common: dict):
-    return VAE(**common, prior=_build_prior(config), beta=config["beta"])
-
-
-def _cvae(config: dict, common: dict):
-    if config.get("c_shape") is None:
-        raise ValueError("a cvae configuration needs c_shape, the number of classes as [K]")
-    return CVAE(**common, c_shape=tuple(config["c_shape"]), beta=config["beta"])
-
-
-def _ae(config: dict, common: dict):
-    return AE(**common)
-
-
-def _denoising_ae(config: dict, common: dict):
-    if config["corruption"] not in _CORRUPTIONS:
-        raise ValueError(f"--corruption must be one of {list(_CORRUPTIONS)}")
-    cls, level = _CORRUPTIONS[config["corruption"]]
-    if config["noise"] is None:
-        config["noise"] = inspect.signature(cls).parameters[level].default
-    try:
-        corruption = cls(**{level: config["noise"]})
-    except (ValueError, TypeError) as error:
-        raise CommandError(
-            f"--noise {config['noise']} for --corruption {config['corruption']}: {error}"
-        ) from None
-    return DenoisingAE(**common, corruption=corruption)
-
-
-def _sparse_ae(config: dict, common: dict):
-    if config["penalty"] == "l1" and config["rho"] is not None:
-        raise CommandError("--rho is the target activation of --penalty kl; --penalty l1 has none")
-    rho = {} if config["rho"] is None else {"rho": config["rho"]}
-    model = SparseAE(**common, penalty=config["penalty"], weight=config["weight"], **rho)
-    config["weight"] = model.weight
-    if model.penalty == "kl":
-        config["rho"] = model.rho
-    return model
-
-
-def _ksparse_ae(config: dict, common: dict):
-    return KSparseAE(**common, k=config["k"])
-
-
-def _contractive_ae(config: dict, common: dict):
-    return ContractiveAE(**common, weight=config["weight"])
-
-
-@dataclass(frozen=True)
-class Family:
-    """A model family the command line builds.
-
-    :ivar type cls: its class.
-    :ivar dict options: the options it takes beyond :data:`DEFAULTS`, with their
-        defaults (its constructor's; None where the constructor derives one from
-        another option).
-    :ivar build: ``build(config, common) -> model``.
-    """
-
-    cls: type
-    options: dict
-    build: Callable
-
-    @property
-    def conditional(self) -> bool:
-        """Conditioned on the data set's labels."""
-        return issubclass(self.cls, CVAE)
-
-    @property
-    def deterministic(self) -> bool:
-        """A point-mass guide: no density, no prior to sample from."""
-        return issubclass(self.cls, DeterministicAutoencoder)
-
-
-_VARIATIONAL = {"z_dim": 8, "likelihood": "bernoulli", "hidden": [256, 256], "beta": 1.0}
-_DETERMINISTIC = {"z_dim": 8, "likelihood": "gaussian", "hidden": [128]}
-
-#: the model families ``probae train --model NAME`` builds, by name
-FAMILIES = {
-    "vae": Family(
-        VAE,
-        {
-            **_VARIATIONAL,
-            "prior": "standard-normal",
-            "components": None,
-            "net": "mlp",
-            "beta_warmup": 0,
-        },
-        _vae,
-    ),
-    "cvae": Family(CVAE, {**_VARIATIONAL, "beta_warmup": 0}, _cvae),
-    "ae": Family(AE, _DETERMINISTIC, _ae),
-    "denoising-ae": Family(
-        DenoisingAE, {**_DETERMINISTIC, "corruption": "masking", "noise": None}, _denoising_ae
-    ),
-    "sparse-ae": Family(
-        SparseAE, {**_DETERMINISTIC, "penalty": "l1", "weight": None, "rho": None}, _sparse_ae
-    ),
-    "ksparse-ae": Family(
-        KSparseAE, {**_DETERMINISTIC, "z_dim": 32, "hidden": [], "k": 10}, _ksparse_ae
-    ),
-    "contractive-ae": Family(
-        ContractiveAE, {**_DETERMINISTIC, "hidden": [], "weight": 0.1}, _contractive_ae
-    ),
-}
-
 #: every option config.json may hold, each family's included
 _OPTIONS = list(DEFAULTS) + list(dict.fromkeys(k for f in FAMILIES.values() for k in f.options))
 
 
-def _family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model {name!r}; expected one of {list(FAMILIES)}")
-    return FAMILIES[name]
-
-
 def _complete(config: dict) -> dict:
-    """The configuration with the defaults of the options it lacks (its family's and
-    the shared ones)."""
-    family = _family(config.get("model", DEFAULTS["model"]))
-    return {**DEFAULTS, **family.options, **config}
-
-
-def _build(config: dict, x_shape) -> torch.nn.Module:
-    """Builds the model of a complete configuration, recording in it the defaults its
-    constructor resolved."""
-    common = {
-        "x_shape": tuple(x_shape),
-        "z_dim": config["z_dim"],
-        "likelihood": _build_likelihood(config),
-        "hidden": tuple(config["hidden"]),
-    }
-    return _family(config["model"]).build(config, common)
-
-
-def build_model(config: dict, x_shape) -> torch.nn.Module:
-    """Builds the (untrained) model a run's configuration describes.
-
-    :param dict config: the contents of a run's ``config.json`` (missing keys take
-        :data:`DEFAULTS` and the defaults of the model's family in :data:`FAMILIES`;
-        a ``cvae`` needs ``c_shape``).
-    :param tuple x_shape: shape of one data point.
-    """
-    return _build(_complete(config), x_shape)
+    """The configuration with the defaults of the options it lacks."""
+    return {**DEFAULTS, **families.complete(config, DEFAULTS["model"])}
 
 
 def _load_data(config: dict, split: str) -> _data.Dataset:
@@ -735,26 +551,15 @@ def _write_json(obj: dict, path: Path) -> None:
 
 
 def load_run(run_dir, device=None) -> tuple:
-    """Rebuilds a trained model from a run directory.
-
-    :param run_dir: a folder written by ``probae train`` (or ``probae demo``).
-    :param device: where to put the model (default cpu).
-    :returns: ``(model, config)``, the model in eval mode with the checkpoint's weights.
-    """
+    """A run directory's trained model (eval mode, see :func:`probae.load`) and its
+    options: ``(model, config)``."""
     run_dir = Path(run_dir)
     config = _read_config(run_dir)
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if not checkpoint.is_file():
-        raise CommandError(
-            f"run directory {str(run_dir)!r} has no {CHECKPOINT_NAME} yet: its training "
-            f"stopped before the first epoch ended; continue it with: probae train "
-            f"--run-dir {run_dir} --resume"
-        )
-    device = torch.device("cpu") if device is None else torch.device(device)
-    model = _build(config, config["x_shape"]).to(device)
-    state = load_checkpoint(checkpoint, map_location=device)
-    model.load_state_dict(state["module"])
-    return model.eval(), config
+    try:
+        model = saving.load(run_dir, device=device)
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
+    return model, config
 
 
 # -- commands ------------------------------------------------------------------------
@@ -767,7 +572,7 @@ def _resolve_config(args, stored: dict | None) -> dict:
     config = dict(DEFAULTS) if stored is None else dict(stored)
     given = {key: getattr(args, key) for key in _OPTIONS if getattr(args, key, None) is not None}
     name = given.get("model", config["model"])
-    family = _family(name)
+    family = families.family(name)
     for key in given:
         if key not in DEFAULTS and key not in family.options:
             raise CommandError(
@@ -849,7 +654,7 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple
             "or laplace"
         )
     config["x_shape"] = list(train.x.shape[1:])
-    conditional = _family(config["model"]).conditional
+    conditional = families.family(config["model"]).conditional
     if conditional:
         if train.y is None:
             raise CommandError(
@@ -858,7 +663,7 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple
             )
         config["c_shape"] = [int(train.y.max()) + 1]
     pyro.set_rng_seed(config["seed"])
-    model = _build(config, config["x_shape"]).to(device)
+    model = families.build(config, config["x_shape"]).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json({**config, "probae_version": __version__}, run_dir / CONFIG_NAME)
     began = time.perf_counter()
@@ -1023,7 +828,7 @@ def cmd_evaluate(args) -> int:
 def cmd_sample(args) -> int:
     device = _device(args.device)
     model, config = load_run(args.run_dir, device)
-    family = _family(config["model"])
+    family = families.family(config["model"])
     if args.components is not None and not family.deterministic:
         raise CommandError(
             f"--components does not apply to --model {config['model']}: it sizes the mixture "
@@ -1092,6 +897,10 @@ def main(argv=None) -> int:
     except CommandError as error:
         print(f"probae {args.command}: error: {error}", file=sys.stderr)
         return error.status
+    except families.OptionError as error:
+        flag = "--" + error.option.replace("_", "-")
+        print(f"probae {args.command}: error: {error.naming(flag)}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"probae {args.command}: error: {error}", file=sys.stderr)
         return 2

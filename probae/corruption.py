@@ -28,6 +28,8 @@ import math
 import torch
 from torch import nn
 
+from ._config import Configurable
+
 __all__ = ["Corruption", "GaussianNoise", "MaskingNoise", "SaltAndPepper"]
 
 
@@ -68,7 +70,7 @@ def _chosen(x: torch.Tensor, p: float, fixed: bool) -> torch.Tensor:
     return mask.reshape(x.shape)
 
 
-class Corruption(nn.Module):
+class Corruption(nn.Module, Configurable):
     r"""Base class of corruption processes :math:`C(\tilde x|x)`: ``forward(x)``
     returns one draw :math:`\tilde x`."""
 

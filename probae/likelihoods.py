@@ -21,6 +21,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ._config import Configurable
+
 __all__ = [
     "Likelihood",
     "Bernoulli",
@@ -35,7 +37,7 @@ def _describe(x: torch.Tensor) -> str:
     return f"[{x.min().item():.4g}, {x.max().item():.4g}]"
 
 
-class Likelihood(nn.Module):
+class Likelihood(nn.Module, Configurable):
     """Base class: a family of distributions over x indexed by the decoder output."""
 
     #: a human name used in error messages

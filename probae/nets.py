@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from ._config import Configurable
+
 __all__ = [
     "MLP",
     "MLPEncoder",
@@ -36,7 +38,7 @@ def _flat_size(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
 
 
-class MLP(nn.Sequential):
+class MLP(nn.Sequential, Configurable):
     """A multilayer perceptron ``in_dim -> hidden... -> out_dim`` with the given activation
     between layers (none after the last)."""
 
@@ -61,7 +63,7 @@ def _with_condition(h: torch.Tensor, c: torch.Tensor | None, c_dim: int) -> torc
     return torch.cat([h, c.to(h.dtype)], dim=-1)
 
 
-class MLPEncoder(nn.Module):
+class MLPEncoder(nn.Module, Configurable):
     r"""Gaussian recognition network :math:`q(z|x[, c]) = \mathcal N(\mu(x), \mathrm{diag}\,\sigma^2(x))`.
 
     :param tuple x_shape: shape of one data point (flattened inside).
@@ -87,7 +89,7 @@ class MLPEncoder(nn.Module):
         return loc, softplus(raw_scale) + MIN_SCALE
 
 
-class MLPDecoder(nn.Module):
+class MLPDecoder(nn.Module, Configurable):
     """Generation network from z (and optionally c) to an output of shape ``x_shape``.
 
     :param int z_dim: latent dimension.
@@ -108,7 +110,7 @@ class MLPDecoder(nn.Module):
         return out.reshape(*out.shape[:-1], *self.x_shape)
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(nn.Module, Configurable):
     """A small convolutional recognition network for images ``(C, H, W)`` with H and W
     divisible by 4 (1x28x28, 3x32x32): two stride-2 convolutions and a linear head.
 
@@ -142,7 +144,7 @@ class ConvEncoder(nn.Module):
         return loc, softplus(raw_scale) + MIN_SCALE
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(nn.Module, Configurable):
     """The mirror of :class:`ConvEncoder`: a linear layer and two stride-2 transposed
     convolutions to an output of shape ``(C, H, W)``."""
 

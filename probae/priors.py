@@ -30,6 +30,8 @@ from torch import nn
 from torch.distributions.transforms import Transform
 from torch.nn.functional import softplus
 
+from ._config import Configurable
+
 __all__ = [
     "Prior",
     "StandardNormal",
@@ -53,7 +55,7 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-class Prior(nn.Module):
+class Prior(nn.Module, Configurable):
     """Base class of priors over a ``z_dim``-dimensional latent vector."""
 
     #: True for priors whose samples are meaningless (improper densities)

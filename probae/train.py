@@ -45,13 +45,13 @@ from pyro.poutine.util import prune_subsample_sites
 from . import data as _data
 from . import distributed, importance
 from ._common import as_pair, positive_int, prepare
+from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
+from .saving import read_checkpoint as load_checkpoint
 
 __all__ = ["IWAE", "History", "fit", "make_elbo", "load_checkpoint", "CHECKPOINT_NAME"]
 
 LOSSES = ("elbo", "meanfield", "iwae")
 BINARIZE = (None, "static", "dynamic")
-CHECKPOINT_NAME = "checkpoint.pt"
-_FORMAT = "probae-checkpoint-1"
 
 
 class IWAE(RenyiELBO):
@@ -204,32 +204,6 @@ class History:
 
 
 # -- checkpoints ---------------------------------------------------------------------
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, map_location=None) -> dict:
-    """Reads a probae checkpoint (with ``weights_only=True``), or raises a ValueError
-    that names the file if it is corrupt or not a probae checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"checkpoint {str(path)!r} is corrupt or not a probae checkpoint ({error})"
-        ) from error
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r} is not a probae checkpoint")
-    return state
 
 
 def _rng_state() -> dict:
@@ -476,8 +450,9 @@ def _fit(
                 seconds=time.perf_counter() - began,
             )
             if checkpoint is not None and is_writer:
-                _atomic_save(
-                    _checkpoint_state(epoch + 1, step, module, params, optim, history), checkpoint
+                write_checkpoint(
+                    _checkpoint_state(epoch + 1, step, module, params, optim, history, target_beta),
+                    checkpoint,
                 )
             distributed.barrier()
             bar.update(1)
@@ -537,10 +512,13 @@ def _validation_loss(elbo, pair, module, val, batch_size):
     return total / x.shape[0]
 
 
-def _checkpoint_state(epoch, step, module, params, optim, history) -> dict:
+def _checkpoint_state(epoch, step, module, params, optim, history, target_beta) -> dict:
     store = pyro.get_param_store()
+    config = model_config(module)
+    if config is not None and "beta" in config["options"] and target_beta is not None:
+        config["options"]["beta"] = target_beta  # the model's beta, not a warm-up value
     return {
-        "format": _FORMAT,
+        "model": config,
         "epoch": epoch,
         "step": step,
         "module": module.state_dict() if module is not None else {},

@@ -15,7 +15,9 @@ import matplotlib.image
 import pytest
 import torch
 
+import probae
 from probae import cli
+from probae.models import families
 from probae.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +94,7 @@ def test_train_evaluate_sample_through_a_run_directory(tmp_path, capsys, device)
         _png(run / name)
 
     # the run directory alone rebuilds the trained model
-    model, _ = cli.load_run(run, device)
+    model = probae.load(run, device=device)
     saved = load_checkpoint(run / "checkpoint.pt")["module"]
     assert saved.keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
@@ -222,7 +224,7 @@ def test_every_family_trains_evaluates_and_samples(name, tmp_path, capsys, devic
     assert config["model"] == name
     for key, value in recorded.items():
         assert config[key] == value, key
-    deterministic = cli.FAMILIES[name].deterministic
+    deterministic = families.FAMILIES[name].deterministic
     # a deterministic autoencoder has no prior to draw samples.png from: filters instead
     pictures = ["filters.png"] if deterministic else ["samples.png"]
     for picture in ["reconstructions.png", "latent.png", *pictures]:
@@ -230,8 +232,8 @@ def test_every_family_trains_evaluates_and_samples(name, tmp_path, capsys, devic
     assert (run / "samples.png").exists() != deterministic
 
     # the run directory alone rebuilds the exact model, weights bit for bit
-    model, _ = cli.load_run(run, device)
-    assert type(model) is cli.FAMILIES[name].cls
+    model = probae.load(run, device=device)
+    assert type(model) is families.FAMILIES[name].cls
     saved = load_checkpoint(run / "checkpoint.pt")["module"]
     assert saved.keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
@@ -286,14 +288,14 @@ def test_sample_refuses_code_components_for_a_model_with_a_prior(tmp_path, capsy
     _one_line_error(["sample", str(run), "--components", "3"], capsys, "--components", "vae")
 
 
-@pytest.mark.parametrize("name", list(cli.FAMILIES))
+@pytest.mark.parametrize("name", list(families.FAMILIES))
 def test_command_line_defaults_are_the_constructors(name):
     """With no options, every family is built exactly as its class builds it."""
-    family, x_shape = cli.FAMILIES[name], (64,)
+    family, x_shape = families.FAMILIES[name], (64,)
     config = {"model": name, "c_shape": [10]} if family.conditional else {"model": name}
     z_dim = family.options["z_dim"]
     args = (x_shape, (10,), z_dim) if family.conditional else (x_shape, z_dim)
-    built, direct = cli.build_model(config, x_shape), family.cls(*args)
+    built, direct = families.build(config, x_shape), family.cls(*args)
     assert repr(built) == repr(direct)
     shapes = {k: v.shape for k, v in direct.state_dict().items()}
     assert {k: v.shape for k, v in built.state_dict().items()} == shapes

@@ -1,5 +1,6 @@
 """Autoencoder families, one file each; every one is a Pyro model/guide pair."""
 
+from . import families
 from .autoencoders import (
     AE,
     ContractiveAE,
@@ -24,5 +25,6 @@ __all__ = [
     "KSparseAE",
     "SparseAE",
     "VAE",
+    "families",
     "fit_latent_density",
 ]

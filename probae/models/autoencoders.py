@@ -76,6 +76,7 @@ from .. import likelihoods as _likelihoods
 from .. import nets
 from .. import priors as _priors
 from .._common import prepare
+from .._config import Configurable
 from .base import Autoencoder
 
 __all__ = [
@@ -115,7 +116,7 @@ def _check_weight(name: str, value) -> float:
     return float(value)
 
 
-class CodeEncoder(nn.Module):
+class CodeEncoder(nn.Module, Configurable):
     r"""A deterministic encoder :math:`f(x) = a(\mathrm{MLP}(x))`: an MLP (ReLU between
     hidden layers) from the flattened input to ``z_dim`` units, then the code
     activation :math:`a` (identity, sigmoid, ReLU or tanh).

@@ -25,9 +25,10 @@ from torch import nn
 
 from .. import likelihoods as _likelihoods
 from .. import priors as _priors
+from .._config import Configurable
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(nn.Module, Configurable):
     """Base class: holds the prior, likelihood, encoder and decoder and defines
     :meth:`model`. Subclasses define :meth:`guide` and :meth:`encode`.
 
@@ -36,6 +37,9 @@ class Autoencoder(nn.Module):
     accident, and ``.to(device)``, ``state_dict()`` and ``torch.save`` behave as in
     PyTorch.
     """
+
+    #: written from the attribute when saving: a user may set beta after construction
+    _live_options = ("beta",)
 
     def __init__(self, x_shape, z_dim: int, prior=None, likelihood=None, beta: float = 1.0):
         super().__init__()

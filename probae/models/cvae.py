@@ -39,6 +39,7 @@ from torch import nn
 from .. import likelihoods as _likelihoods
 from .. import nets
 from .. import priors as _priors
+from .._config import Configurable
 from .base import Autoencoder, _check_shape
 
 
@@ -230,7 +231,7 @@ class CVAE(_Conditioned, Autoencoder):
         return self.decode(z, c)
 
 
-class ConditionalBaseline(_Conditioned, nn.Module):
+class ConditionalBaseline(_Conditioned, nn.Module, Configurable):
     r"""A deterministic network that predicts x from c directly,
     :math:`p(x|c) = \text{likelihood}(f(c))`: the baseline of Sohn, Lee & Yan (2015)
     and of Pyro's CVAE tutorial.

@@ -1,0 +1,245 @@
+"""The table of model families: names, constructors and default options.
+
+The command line builds its models from this table, and a run directory's
+``config.json`` (flat options such as ``{"model": "sparse-ae", "penalty": "kl"}``)
+becomes a model through :func:`build`. A model built in Python needs none of it:
+it records its own constructor options (:attr:`probae.VAE.config`), which
+:func:`probae.save` writes and :func:`probae.load` reads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .. import corruption as _corruption
+from .. import likelihoods, priors
+from .autoencoders import (
+    AE,
+    ContractiveAE,
+    DenoisingAE,
+    DeterministicAutoencoder,
+    KSparseAE,
+    SparseAE,
+)
+from .cvae import CVAE
+from .vae import VAE
+
+__all__ = [
+    "CORRUPTIONS",
+    "FAMILIES",
+    "SHARED_OPTIONS",
+    "Family",
+    "OptionError",
+    "build",
+    "complete",
+    "family",
+]
+
+#: options every family takes, with their defaults: the likelihood's scale (None:
+#: the likelihood's own) and whether it is learned
+SHARED_OPTIONS = {"scale": None, "learn_scale": False}
+
+#: corruption processes of the denoising autoencoder by name: class and the name of
+#: its noise-level argument
+CORRUPTIONS = {
+    "masking": (_corruption.MaskingNoise, "p"),
+    "gaussian": (_corruption.GaussianNoise, "sigma"),
+    "salt-and-pepper": (_corruption.SaltAndPepper, "p"),
+}
+
+
+class OptionError(ValueError):
+    """A bad option, its message written around the option's name so that the
+    command line can name its flag instead (``--learn-scale``)."""
+
+    def __init__(self, option: str, template: str):
+        self.option, self.template = option, template
+        super().__init__(template.format(option))
+
+    def naming(self, name: str) -> str:
+        """The message with the option called ``name``."""
+        return self.template.format(name)
+
+
+def _accepted(cls, kwargs: dict, what: str) -> dict:
+    parameters = inspect.signature(cls).parameters
+    for key in kwargs:
+        if key not in parameters:
+            raise OptionError(key, f"{{}} does not apply to the {what} {cls.__name__}")
+    return kwargs
+
+
+def _prior(config: dict):
+    prior = priors.get(config["prior"], config["z_dim"])
+    if config["components"] is None:
+        return prior
+    kwargs = _accepted(type(prior), {"components": config["components"]}, "prior")
+    return priors.get(config["prior"], config["z_dim"], **kwargs)
+
+
+def _likelihood(config: dict):
+    likelihood = likelihoods.get(config["likelihood"])
+    kwargs = {}
+    if config["scale"] is not None:
+        kwargs["scale"] = config["scale"]
+    if config["learn_scale"]:
+        kwargs["learn_scale"] = True
+    if not kwargs:
+        return likelihood
+    return likelihoods.get(
+        config["likelihood"], **_accepted(type(likelihood), kwargs, "likelihood")
+    )
+
+
+# Each family's builder turns the options into its constructor's arguments. ``common``
+# holds those every family takes (x_shape, z_dim, likelihood, hidden). Where the
+# constructor chooses a default from another argument (the noise level of a
+# corruption, the weight of a sparsity penalty), the builder writes the value used
+# back into ``config``, so that a stored configuration records it.
+
+
+def _vae(config: dict, common: dict):
+    return VAE(**common, prior=_prior(config), beta=config["beta"])
+
+
+def _cvae(config: dict, common: dict):
+    if config.get("c_shape") is None:
+        raise ValueError("a cvae configuration needs c_shape, the number of classes as [K]")
+    return CVAE(**common, c_shape=tuple(config["c_shape"]), beta=config["beta"])
+
+
+def _ae(config: dict, common: dict):
+    return AE(**common)
+
+
+def _denoising_ae(config: dict, common: dict):
+    if config["corruption"] not in CORRUPTIONS:
+        raise ValueError(
+            f"corruption must be one of {list(CORRUPTIONS)}, got {config['corruption']!r}"
+        )
+    cls, level = CORRUPTIONS[config["corruption"]]
+    if config["noise"] is None:
+        config["noise"] = inspect.signature(cls).parameters[level].default
+    try:
+        corruption = cls(**{level: config["noise"]})
+    except (ValueError, TypeError) as error:
+        raise OptionError(
+            "noise", f"{{}} {config['noise']} for corruption {config['corruption']}: {error}"
+        ) from None
+    return DenoisingAE(**common, corruption=corruption)
+
+
+def _sparse_ae(config: dict, common: dict):
+    if config["penalty"] == "l1" and config["rho"] is not None:
+        raise OptionError("rho", "{} is the target activation of penalty kl; penalty l1 has none")
+    rho = {} if config["rho"] is None else {"rho": config["rho"]}
+    model = SparseAE(**common, penalty=config["penalty"], weight=config["weight"], **rho)
+    config["weight"] = model.weight
+    if model.penalty == "kl":
+        config["rho"] = model.rho
+    return model
+
+
+def _ksparse_ae(config: dict, common: dict):
+    return KSparseAE(**common, k=config["k"])
+
+
+def _contractive_ae(config: dict, common: dict):
+    return ContractiveAE(**common, weight=config["weight"])
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family built from flat options.
+
+    :ivar type cls: its class.
+    :ivar dict options: the options it takes beyond :data:`SHARED_OPTIONS`, with their
+        defaults (its constructor's; None where the constructor derives one from
+        another option).
+    :ivar build: ``build(config, common) -> model``.
+    """
+
+    cls: type
+    options: dict
+    build: Callable
+
+    @property
+    def conditional(self) -> bool:
+        """Conditioned on the data set's labels."""
+        return issubclass(self.cls, CVAE)
+
+    @property
+    def deterministic(self) -> bool:
+        """A point-mass guide: no density, no prior to sample from."""
+        return issubclass(self.cls, DeterministicAutoencoder)
+
+
+_VARIATIONAL = {"z_dim": 8, "likelihood": "bernoulli", "hidden": [256, 256], "beta": 1.0}
+_DETERMINISTIC = {"z_dim": 8, "likelihood": "gaussian", "hidden": [128]}
+
+#: the model families by name (``probae train --model NAME``)
+FAMILIES = {
+    "vae": Family(
+        VAE,
+        {
+            **_VARIATIONAL,
+            "prior": "standard-normal",
+            "components": None,
+            "net": "mlp",
+            "beta_warmup": 0,
+        },
+        _vae,
+    ),
+    "cvae": Family(CVAE, {**_VARIATIONAL, "beta_warmup": 0}, _cvae),
+    "ae": Family(AE, _DETERMINISTIC, _ae),
+    "denoising-ae": Family(
+        DenoisingAE, {**_DETERMINISTIC, "corruption": "masking", "noise": None}, _denoising_ae
+    ),
+    "sparse-ae": Family(
+        SparseAE, {**_DETERMINISTIC, "penalty": "l1", "weight": None, "rho": None}, _sparse_ae
+    ),
+    "ksparse-ae": Family(
+        KSparseAE, {**_DETERMINISTIC, "z_dim": 32, "hidden": [], "k": 10}, _ksparse_ae
+    ),
+    "contractive-ae": Family(
+        ContractiveAE, {**_DETERMINISTIC, "hidden": [], "weight": 0.1}, _contractive_ae
+    ),
+}
+
+
+def family(name: str) -> Family:
+    """The family called ``name``; a ValueError listing the known ones otherwise."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def complete(config: dict, default_model: str = "vae") -> dict:
+    """The configuration with the defaults of the options it lacks (its family's and
+    the shared ones)."""
+    return {**SHARED_OPTIONS, **family(config.get("model", default_model)).options, **config}
+
+
+def build(config: dict, x_shape=None) -> torch.nn.Module:
+    """Builds the (untrained) model that flat options describe, recording in
+    ``config`` the defaults its constructor resolved.
+
+    :param dict config: ``{"model": NAME, ...}``; missing options take the family's
+        defaults (a ``cvae`` needs ``c_shape``).
+    :param tuple x_shape: shape of one data point (default: ``config["x_shape"]``).
+    """
+    config.update(complete(config))
+    x_shape = config.get("x_shape") if x_shape is None else x_shape
+    if x_shape is None:
+        raise ValueError("the configuration has no x_shape, the shape of one data point")
+    common = {
+        "x_shape": tuple(x_shape),
+        "z_dim": config["z_dim"],
+        "likelihood": _likelihood(config),
+        "hidden": tuple(config["hidden"]),
+    }
+    return family(config["model"]).build(config, common)

@@ -1,0 +1,230 @@
+r"""Saving and loading models: one format for saved models and training checkpoints.
+
+A saved model is a folder::
+
+    my-vae/
+      model.json    the model's class and constructor options, human-readable
+      model.pt      {"format", "model": the same options, "module": the weights}
+
+and a training run (``probae.fit(checkpoint_dir=...)``, ``probae train``) writes
+``checkpoint.pt`` in the same format with the training state beside the weights
+(optimizer, random streams, history). :func:`load` reads either.
+
+Files are read with ``torch.load(weights_only=True)``: a checkpoint holds tensors
+and plain containers only, and a file carrying any other pickled object is refused
+before anything in it runs. Writes go to a temporary file that replaces the old one
+in one rename, so a crash never leaves half a file.
+
+Example::
+
+    probae.save(vae, "runs/my-vae")
+    vae2 = probae.load("runs/my-vae", device="cuda")   # same class, options and weights
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import _config
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "MODEL_CONFIG_NAME",
+    "MODEL_NAME",
+    "load",
+    "model_config",
+    "read_checkpoint",
+    "save",
+    "write_checkpoint",
+]
+
+#: the format written now; files of the formats in ``_READABLE`` load too
+FORMAT = "probae-checkpoint-2"
+#: probae-checkpoint-1 (probae 0.1.0) holds no model configuration: the weights and
+#: training state load the same, and the model is rebuilt from the run's config.json
+_READABLE = {"probae-checkpoint-1", FORMAT}
+
+MODEL_NAME = "model.pt"
+MODEL_CONFIG_NAME = "model.json"
+CHECKPOINT_NAME = "checkpoint.pt"
+#: the command line's record of a run's options (data, training and model)
+RUN_CONFIG_NAME = "config.json"
+
+
+def model_config(module) -> dict | None:
+    """The configuration of a probae model (``module.config``); None for a module
+    probae does not know how to describe (a user's own)."""
+    if isinstance(module, _config.Configurable):
+        return module.config
+    return None
+
+
+def write_checkpoint(state: dict, path) -> Path:
+    """Writes ``state`` (tensors and plain containers) atomically in the current
+    format: to a temporary file, flushed to disk, then renamed over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save({**state, "format": FORMAT}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path, map_location=None) -> dict:
+    """Reads a probae checkpoint or saved model file (``weights_only=True``).
+
+    :raises FileNotFoundError: if there is no such file.
+    :raises ValueError: naming the file, if it is corrupt, carries objects other than
+        tensors and containers, or is not a probae file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupt or not a probae checkpoint ({error})"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") not in _READABLE:
+        raise ValueError(f"checkpoint {str(path)!r} is not a probae checkpoint")
+    return state
+
+
+def save(model, path) -> Path:
+    """Saves a model to the folder ``path`` (made if needed): ``model.json`` with its
+    class and constructor options, and ``model.pt`` with the same options and its
+    weights, fitted state included (the code density of a deterministic autoencoder,
+    learned prior parameters).
+
+    A model with parts of the user's own (an encoder class probae does not know) is
+    saved too, weights and all, with a warning naming those parts: load it into a
+    model built by hand, ``probae.load(path, model=my_model)``.
+
+    :param model: a :class:`torch.nn.Module`, usually a probae model.
+    :param path: the folder to write.
+    :returns: the folder.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            "model must be a torch.nn.Module (a probae model, or a module holding a pair's "
+            f"parameters), got {type(model).__name__}"
+        )
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"path {str(path)!r} exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    config = model_config(model)
+    custom = _config.custom_parts(config) if config is not None else [("the model", "")]
+    if custom:
+        parts = ", ".join(f"{where} ({name})" if name else where for where, name in custom)
+        warnings.warn(
+            f"probae can save the weights of {type(model).__name__} but cannot rebuild "
+            f"{parts} from a configuration: load it with probae.load({str(path)!r}, "
+            "model=...) into a model you build the same way",
+            stacklevel=2,
+        )
+    _write_json({"format": FORMAT, "model": config}, path / MODEL_CONFIG_NAME)
+    write_checkpoint({"model": config, "module": model.state_dict()}, path / MODEL_NAME)
+    return path
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _weights_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved model at {str(path)!r}: no such file or folder")
+    for name in (MODEL_NAME, CHECKPOINT_NAME):
+        if (path / name).is_file():
+            return path / name
+    if (path / RUN_CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"run directory {str(path)!r} has no {CHECKPOINT_NAME} yet: its training stopped "
+            f"before the first epoch ended; continue it with: probae train --run-dir {path} "
+            "--resume"
+        )
+    raise FileNotFoundError(
+        f"{str(path)!r} holds no saved model: expected {MODEL_NAME} (probae.save) or "
+        f"{CHECKPOINT_NAME} (a training run)"
+    )
+
+
+def _stored_config(state: dict, folder: Path):
+    """The model configuration: inside the file, or (files of probae 0.1.0) the run's
+    config.json of flat command-line options."""
+    if state.get("model") is not None:
+        return state["model"]
+    run_config = folder / RUN_CONFIG_NAME
+    if run_config.is_file():
+        try:
+            options = json.loads(run_config.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{run_config} is not valid JSON ({error})") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"{run_config} must hold a JSON object of options")
+        return {"run_options": options}
+    return None
+
+
+def build(config: dict):
+    """Builds an untrained model from a stored configuration (a model's ``config``,
+    or ``{"run_options": ...}`` of a command-line run)."""
+    if "run_options" in config:
+        from .models import families
+
+        return families.build(dict(config["run_options"]))
+    return _config.build(config)
+
+
+def load(path, device=None, model=None) -> torch.nn.Module:
+    """Loads a model saved by :func:`save`, or the latest checkpoint of a training run
+    (a ``probae train`` run directory, a ``fit(checkpoint_dir=...)`` folder).
+
+    :param path: the folder (or the ``.pt`` file itself).
+    :param device: where to put the model (default: CPU). A checkpoint written on a
+        GPU loads on a machine without one.
+    :param model: a model built by hand to load the weights into, for models with parts
+        probae cannot rebuild (networks of the user's own); by default the model is
+        rebuilt from its stored configuration.
+    :returns: the model, with its weights, in eval mode.
+    :raises FileNotFoundError: if ``path`` holds no saved model.
+    :raises ValueError: if the file is corrupt, or its weights do not fit ``model``.
+    """
+    path = Path(path)
+    file = _weights_file(path)
+    state = read_checkpoint(file, map_location="cpu")
+    if model is None:
+        config = _stored_config(state, file.parent)
+        if config is None:
+            raise ValueError(
+                f"{str(file)!r} holds weights only (the model was not a probae model): build "
+                "the model yourself and pass it, probae.load(path, model=my_model)"
+            )
+        model = build(config)
+    elif not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        model.load_state_dict(state["module"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(
+            f"the weights in {str(file)!r} do not fit {type(model).__name__} ({error})"
+        ) from None
+    if device is not None:
+        model.to(torch.device(device))
+    return model.eval()

@@ -8,7 +8,7 @@ evaluates a Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
   closed form where one exists;
 - ``loss="iwae"``: the importance-weighted bound of Burda et al. (2016), Pyro's
   :class:`~pyro.infer.RenyiELBO` with :math:`\alpha = 0` and ``num_particles``
-  vectorized particles (:class:`IWAE`).
+  vectorized particles (:class:`probae.objectives.IWAE`).
 
 A model with discrete sites marked ``infer={"enumerate": "parallel"}`` (a
 :class:`~probae.priors.GaussianMixture` with ``enumerate=True``) is trained with
@@ -38,138 +38,17 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
-from pyro.poutine.util import prune_subsample_sites
 
 from . import data as _data
 from . import distributed, importance
 from ._common import as_pair, positive_int, prepare
+from .objectives import LOSSES, make_elbo
 from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
 from .saving import read_checkpoint as load_checkpoint
 
-__all__ = ["IWAE", "History", "fit", "make_elbo", "load_checkpoint", "CHECKPOINT_NAME"]
+__all__ = ["History", "fit", "load_checkpoint", "CHECKPOINT_NAME"]
 
-LOSSES = ("elbo", "meanfield", "iwae")
 BINARIZE = (None, "static", "dynamic")
-
-
-class IWAE(RenyiELBO):
-    r"""The importance-weighted autoencoder bound (Burda et al., 2016),
-
-    .. math:: \mathcal L_K(x) = \mathbb E\Big[\log \frac1K \sum_{k=1}^K
-              \frac{p(x, z_k)}{q(z_k|x)}\Big],
-
-    which is :class:`~pyro.infer.RenyiELBO` at :math:`\alpha = 0`, with a
-    :meth:`differentiable_loss` so that parameters living in modules (not in
-    Pyro's param store) are trained too. The log-sum-exp runs over particles for
-    each data point separately. Its gradient equals RenyiELBO's surrogate:
-    the normalized weights times the gradient of each log-weight.
-
-    :param int num_particles: K, drawn in one vectorized pass.
-    """
-
-    def __init__(
-        self,
-        num_particles: int = 5,
-        max_plate_nesting: float = float("inf"),
-        enumerate: bool = False,
-    ):
-        if enumerate and max_plate_nesting == float("inf"):
-            raise ValueError("IWAE(enumerate=True) needs a finite max_plate_nesting")
-        super().__init__(
-            alpha=0.0,
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=True,
-        )
-        self.enumerate = enumerate
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        """The negative IWAE bound, summed over data points, differentiable in every
-        parameter (reparameterized guides only)."""
-        if self.enumerate:
-            return self._enumerated_loss(model, guide, args, kwargs)
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
-            log_w = 0.0
-            for site in model_trace.nodes.values():
-                if site["type"] == "sample":
-                    log_w = log_w + torch_sum(site["log_prob"], sum_dims)
-            for name, site in guide_trace.nodes.items():
-                if site["type"] == "sample":
-                    _, score_function_term, _ = site["score_parts"]
-                    if not is_identically_zero(score_function_term):
-                        raise ValueError(
-                            f"loss='iwae' needs reparameterized guide sites; {name!r} is not"
-                        )
-                    log_w = log_w - torch_sum(site["log_prob"], sum_dims)
-        if self.num_particles == 1:
-            log_w = log_w.unsqueeze(0)
-        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
-        return -bound.sum()
-
-    def _enumerated_loss(self, model, guide, args, kwargs):
-        # Enumerated sites are summed out of each weight (importance.log_weights),
-        # with site scales applied as TraceEnum_ELBO applies them.
-        if kwargs:
-            raise ValueError("IWAE(enumerate=True) takes positional model arguments only")
-        nesting = self.max_plate_nesting - 1  # less the particle plate
-        pair = importance.traces(model, guide, args, self.num_particles, nesting)
-        for name, site in prune_subsample_sites(pair[0]).nodes.items():
-            if site["type"] == "sample" and not site["is_observed"]:
-                if not getattr(site["fn"], "has_rsample", False):
-                    raise ValueError(
-                        f"loss='iwae' needs reparameterized guide sites; {name!r} is not"
-                    )
-        log_w = importance.log_weights(
-            model, guide, args, self.num_particles, nesting, scaled=True, trace_pair=pair
-        )
-        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
-        return -bound.sum()
-
-
-def make_elbo(
-    loss: str = "elbo", num_particles: int = 1, max_plate_nesting=None, enumerate: bool = False
-):
-    """The Pyro ELBO object for a loss name (``"elbo"``, ``"meanfield"``, ``"iwae"``).
-
-    :param int max_plate_nesting: how many plates deep the pair goes (guessed on the
-        first call if None).
-    :param bool enumerate: the model has enumerated discrete sites (needs
-        ``max_plate_nesting``): ``"elbo"`` becomes :class:`~pyro.infer.TraceEnum_ELBO`
-        and ``"iwae"`` sums the enumerated sites out of each weight.
-    """
-    num_particles = positive_int("num_particles", num_particles)
-    vectorize = num_particles > 1
-    nesting = float("inf") if max_plate_nesting is None else max_plate_nesting
-    if enumerate:
-        if max_plate_nesting is None:
-            raise ValueError("make_elbo(enumerate=True) needs max_plate_nesting")
-        if loss == "iwae":
-            return IWAE(num_particles, max_plate_nesting=nesting, enumerate=True)
-        if loss == "elbo":
-            return TraceEnum_ELBO(
-                num_particles=num_particles,
-                vectorize_particles=vectorize,
-                max_plate_nesting=nesting,
-            )
-        if loss == "meanfield":
-            raise ValueError(
-                "loss='meanfield' cannot sum out the model's enumerated discrete sites; "
-                "use loss='elbo' (TraceEnum_ELBO) or loss='iwae'"
-            )
-    if loss == "iwae":
-        return IWAE(num_particles, max_plate_nesting=nesting)
-    if loss == "elbo":
-        return Trace_ELBO(
-            num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
-        )
-    if loss == "meanfield":
-        return TraceMeanField_ELBO(
-            num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
-        )
-    raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 import probae
 from probae import cli
 from probae.models import families
-from probae.train import load_checkpoint
+from probae.saving import read_checkpoint as load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"(-?\d+\.\d+) ± (\d+\.\d+)"

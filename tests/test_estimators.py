@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from probae import VAE, evaluate
-from probae.train import IWAE
+from probae.objectives import IWAE
 
 D, K, S = 5, 2, 0.5
 

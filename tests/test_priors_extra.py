@@ -11,7 +11,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from probae import VAE, evaluate, fit, importance, likelihoods, nets, priors
-from probae.train import IWAE, make_elbo
+from probae.objectives import IWAE, make_elbo
 from probae.viz import aggregate_posterior
 
 X_DIM, Z_DIM = 6, 2

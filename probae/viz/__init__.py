@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from . import data as _data
-from ._common import device_of
-from ._viz_ae import filters, first_layer_weights, vector_field
-from ._viz_cvae import class_samples, quadrant_completions
-from ._viz_priors import aggregate_posterior
+from .. import data as _data
+from .._common import device_of
+from .autoencoders import filters, first_layer_weights, vector_field
+from .conditional import class_samples, quadrant_completions
+from .latent import aggregate_posterior
 
 __all__ = [
     "image_grid",

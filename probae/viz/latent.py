@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from pyro import poutine
 
-from . import data as _data
-from ._common import as_pair, prepare
+from .. import data as _data
+from .._common import as_pair, prepare
 
 __all__ = ["aggregate_posterior"]
 

@@ -47,8 +47,8 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from . import importance
-from ._common import as_pair, positive_int, prepare
+from .. import importance
+from .._common import as_pair, positive_int, prepare
 
 __all__ = [
     "LogLikelihood",
@@ -767,7 +767,7 @@ def bits_per_dim(
 
 
 def _data_tensor(data):
-    from .data import as_tensor
+    from ..data import as_tensor
 
     x = as_tensor(data)
     if x.dim() < 2 or x.shape[0] == 0:
@@ -902,7 +902,7 @@ def linear_probe(
 
 
 def _condition(model, data, c, condition, what):
-    from . import data as _data
+    from .. import data as _data
 
     c = _data.resolve_condition(data, condition, c, getattr(model, "c_shape", None))
     if c is None:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from probae import VAE, data, viz
-from probae import viz as _viz
 from probae.train import History
+from probae.viz import _common, images, latent
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_traversal_codes_sweep_one_coordinate_and_keep_the_others():
     z0 = torch.tensor([0.3, -1.2, 2.0, 0.7])
     values = torch.linspace(-3, 3, 7)
     dims = [2, 0]
-    codes = _viz._traversal_codes(z0, dims, values)
+    codes = latent._traversal_codes(z0, dims, values)
     assert codes.shape == (2, 7, 4)
     for row, d in enumerate(dims):
         assert torch.equal(codes[row, :, d], values)
@@ -42,7 +42,7 @@ def test_traversal_codes_sweep_one_coordinate_and_keep_the_others():
 def test_interpolation_codes_lie_evenly_on_the_segment():
     z_a = torch.tensor([[0.0, 1.0, -2.0], [4.0, 4.0, 4.0]])
     z_b = torch.tensor([[2.0, -1.0, 2.0], [4.0, 0.0, -4.0]])
-    codes = _viz._interpolation_codes(z_a, z_b, 5)
+    codes = latent._interpolation_codes(z_a, z_b, 5)
     assert codes.shape == (2, 5, 3)
     assert torch.allclose(codes[:, 0], z_a) and torch.allclose(codes[:, -1], z_b)
     assert torch.allclose(codes[:, 2], (z_a + z_b) / 2)
@@ -54,7 +54,7 @@ def test_principal_components_keep_the_largest_variances():
     generator = torch.Generator().manual_seed(0)
     mixing = torch.randn(5, 5, generator=generator, dtype=torch.float64)
     codes = torch.randn(400, 5, generator=generator, dtype=torch.float64) @ mixing + 3.0
-    plane, explained = _viz._principal_components(codes)
+    plane, explained = latent._principal_components(codes)
     covariance = torch.cov(codes.T)
     eigenvalues = torch.linalg.eigvalsh(covariance).flip(0)
     assert torch.allclose(explained, eigenvalues[:2] / eigenvalues.sum())
@@ -64,21 +64,21 @@ def test_principal_components_keep_the_largest_variances():
 
 def test_mosaic_places_tile_k_at_row_k_div_ncol_column_k_mod_ncol():
     tiles = np.stack([np.full((3, 2, 1), k / 10, dtype=np.float32) for k in range(7)])
-    mosaic = _viz._mosaic(tiles, ncol=3, pad=1)
+    mosaic = _common._mosaic(tiles, ncol=3, pad=1)
     assert mosaic.shape == (3 * 4 + 1, 3 * 3 + 1, 1)
     for k in range(7):
         r, c = divmod(k, 3)
         block = mosaic[1 + 4 * r : 4 + 4 * r, 1 + 3 * c : 3 + 3 * c]
         assert np.all(block == np.float32(k / 10))
     # the two cells after the last tile and every border stay grey
-    assert np.all(mosaic[9:12, 4:9] == np.float32(_viz._PAD_VALUE))
-    assert np.all(mosaic[0] == np.float32(_viz._PAD_VALUE))
+    assert np.all(mosaic[9:12, 4:9] == np.float32(_common._PAD_VALUE))
+    assert np.all(mosaic[0] == np.float32(_common._PAD_VALUE))
 
 
 def test_reconstruction_rows_follow_their_originals():
     top = np.stack([np.full((2, 2, 1), 0.1 * k, dtype=np.float32) for k in range(5)])
     bottom = top + 0.05
-    mosaic = _viz._paired_rows(top, bottom, ncol=3)
+    mosaic = images._paired_rows(top, bottom, ncol=3)
     # rows: originals 0-2, reconstructions 0-2, originals 3-4, reconstructions 3-4
     assert mosaic.shape[0] == 4 * 3 + 1
     for k in range(5):
@@ -90,19 +90,19 @@ def test_reconstruction_rows_follow_their_originals():
 
 def test_normalize_keeps_unit_interval_and_rescales_anything_else():
     inside = np.array([0.0, 0.25, 1.0])
-    assert np.array_equal(_viz._normalize(inside)[0], inside)
-    a, b = _viz._normalize(np.array([-2.0, 0.0]), np.array([2.0, 1.0]))
+    assert np.array_equal(_common._normalize(inside)[0], inside)
+    a, b = _common._normalize(np.array([-2.0, 0.0]), np.array([2.0, 1.0]))
     assert np.allclose(a, [0.0, 0.5]) and np.allclose(b, [1.0, 0.75])
 
 
 def test_image_shape_comes_from_the_data_then_the_model():
-    assert _viz._image_shape(VAE(x_shape=(64,), z_dim=2)) == (1, 8, 8)
-    assert _viz._image_shape(VAE(x_shape=(784,), z_dim=2)) == (1, 28, 28)
-    assert _viz._image_shape(None, x_shape=(3, 32, 32)) == (3, 32, 32)
+    assert _common._image_shape(VAE(x_shape=(64,), z_dim=2)) == (1, 8, 8)
+    assert _common._image_shape(VAE(x_shape=(784,), z_dim=2)) == (1, 28, 28)
+    assert _common._image_shape(None, x_shape=(3, 32, 32)) == (3, 32, 32)
     flat = data.Dataset(torch.zeros(2, 12), None, (3, 2, 2))
-    assert _viz._image_shape(VAE(x_shape=(12,), z_dim=2), flat) == (3, 2, 2)
+    assert _common._image_shape(VAE(x_shape=(12,), z_dim=2), flat) == (3, 2, 2)
     with pytest.raises(ValueError, match="image_shape"):
-        _viz._image_shape(VAE(x_shape=(12,), z_dim=2))
+        _common._image_shape(VAE(x_shape=(12,), z_dim=2))
 
 
 # -- files ---------------------------------------------------------------------------

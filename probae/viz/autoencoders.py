@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data as _data
+from .. import data as _data
 
 __all__ = ["vector_field", "filters", "first_layer_weights"]
 

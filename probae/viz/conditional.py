@@ -32,7 +32,7 @@ def _canvas(rows: list[np.ndarray], height: int, width: int) -> np.ndarray:
     return out
 
 
-def _save(grid: np.ndarray, labels: list[str], height: int, path, title: str) -> Path:
+def _save_labelled(grid: np.ndarray, labels: list[str], height: int, path, title: str) -> Path:
     """Writes the grid as a PNG: values in [0, 1] in grey levels, values below 0 (unseen
     pixels) in :data:`UNSEEN`, NaN (the gaps) in white."""
     import matplotlib
@@ -106,7 +106,7 @@ def quadrant_completions(
         labels.append(f"CVAE {s + 1}")
     grid = _canvas(rows, height, width)
     title = f"{task.name}: {task.observed} observed quadrant{'s' if task.observed > 1 else ''}"
-    return _save(grid, labels, height, path, title)
+    return _save_labelled(grid, labels, height, path, title)
 
 
 def class_samples(
@@ -141,4 +141,4 @@ def class_samples(
         samples = model.sample(num_per_class, c=k).cpu()
         rows.append(samples.reshape(-1, height, width).numpy())
     grid = _canvas(rows, height, width)
-    return _save(grid, [str(k) for k in classes], height, path, "samples by class")
+    return _save_labelled(grid, [str(k) for k in classes], height, path, "samples by class")

@@ -1,0 +1,131 @@
+"""Helpers shared by the evaluation modules: the model/guide pair and data of a
+call, batches of points, eval mode, the latent site "z" and its prior, Monte Carlo
+standard errors, and ArviZ imported quietly."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+
+import torch
+from pyro import poutine
+
+from .. import importance
+from .._common import as_pair, positive_int, prepare
+
+
+def _args(x, c):
+    return (x,) if c is None else (x, c)
+
+
+def _per_batch(x, c, batch_size):
+    for start in range(0, x.shape[0], batch_size):
+        stop = start + batch_size
+        yield _args(x[start:stop], None if c is None else c[start:stop])
+
+
+def _setup(model, data, c, batch_size, what, needs_density):
+    pair = as_pair(model)
+    x, c = prepare(data, pair.module, c)
+    batch_size = positive_int("batch_size", batch_size)
+    probe = _args(x[:2], None if c is None else c[:2])
+    with torch.no_grad():
+        if needs_density:
+            importance.check_guide_has_density(pair.guide, probe, what)
+        nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
+    return pair, x, c, batch_size, nesting
+
+
+@contextmanager
+def _eval_mode(module):
+    """The module in eval mode (no dropout) for the block, restored afterwards."""
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
+    try:
+        yield
+    finally:
+        if module is not None:
+            module.train(was_training)
+
+
+def _arviz():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+    return arviz
+
+
+# -- data and conditions ---------------------------------------------------------------
+
+
+def _data_tensor(data):
+    from ..data import as_tensor
+
+    x = as_tensor(data)
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
+    return x
+
+
+def _condition(model, data, c, condition, what):
+    from .. import data as _data
+
+    c = _data.resolve_condition(data, condition, c, getattr(model, "c_shape", None))
+    if c is None:
+        raise ValueError(
+            f"{what} needs a condition: data with a .c field (data.quadrants), c=, or "
+            "condition='label'"
+        )
+    return c
+
+
+# -- helpers for site "z" --------------------------------------------------------------
+
+
+def _latent_site(trace, what: str):
+    site = trace.nodes.get("z")
+    if site is None or site["type"] != "sample" or site["is_observed"]:
+        raise ValueError(f"{what} needs the guide to sample the latent at a site named 'z'")
+    return site
+
+
+def _guide_trace(guide, args):
+    with poutine.block():
+        return poutine.trace(guide).get_trace(*args)
+
+
+def _prior_of(pair, args, what: str):
+    """p(z) for the points of ``args``, batch shape ``(B,)``: the module's prior if it
+    has one, else the model's distribution at site "z" (which must not depend on an
+    enumerated site)."""
+    prior = getattr(pair.module, "prior", None)
+    n = args[0].shape[0]
+    if isinstance(prior, torch.nn.Module):
+        return prior((n,)) if len(args) == 1 else prior((n,), args[1])
+    with poutine.block():
+        guide_trace = poutine.trace(pair.guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(pair.model, trace=guide_trace)).get_trace(*args)
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("enumerate") == "parallel":
+            raise ValueError(
+                f"{what} needs p(z) in closed form, but the model's site {name!r} is enumerated; "
+                "give the pair's module a .prior returning the marginal p(z)"
+            )
+    site = model_trace.nodes.get("z")
+    if site is None or site["type"] != "sample":
+        raise ValueError(f"{what} needs the model to sample the latent at a site named 'z'")
+    return site["fn"]
+
+
+def _mean_and_stderr(values: torch.Tensor):
+    """Mean of ``(S, N)`` draws and its Monte Carlo standard error: the spread of the
+    draws within each point (the data set is fixed), or across all draws if S = 1."""
+    values = values.double()
+    s, n = values.shape
+    if s > 1:
+        stderr = (values.var(0).sum() / s).sqrt() / n
+    else:
+        stderr = values.std() / math.sqrt(n) if n > 1 else values.new_tensor(float("nan"))
+    return values.mean().item(), stderr.item()

@@ -1,0 +1,310 @@
+r"""How well a model explains each data point: the ELBO, the importance-weighted
+estimate of :math:`\log p(x)` (Burda et al., 2016) with its PSIS diagnostic, the
+reconstruction error, bits per dimension, and the conditional forms
+:math:`\log p(x|c)` and the conditional ELBO.
+
+All of them are importable from :mod:`probae.evaluate`.
+
+**References**
+
+[1] `Importance Weighted Autoencoders`, Yuri Burda, Roger Grosse, Ruslan
+Salakhutdinov (ICLR 2016)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .. import importance
+from .._common import positive_int, prepare
+from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup
+from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
+
+__all__ = [
+    "LogLikelihood",
+    "elbo",
+    "log_likelihood",
+    "reconstruction_error",
+    "bits_per_dim",
+    "conditional_log_likelihood",
+    "conditional_elbo",
+]
+
+
+@dataclass
+class LogLikelihood:
+    r"""An importance-weighted log-likelihood estimate, with its PSIS diagnostic.
+
+    :ivar torch.Tensor values: the IWAE estimate for each data point, in nats.
+    :ivar int num_samples: importance samples per point.
+    :ivar khat: the Pareto k-hat of each point's importance weights (None when
+        PSIS was not run). Below :attr:`khat_threshold` the estimate is reliable;
+        above it the weights are so heavy-tailed that a few samples dominate.
+    :ivar psis_values: the PSIS-smoothed estimate for each point (None when PSIS
+        was not run).
+    :ivar float khat_threshold: :math:`\min(1 - 1/\log_{10} S,\ 0.7)` for S samples.
+    :ivar log_weights: the ``(num_samples, N)`` log-weights, when asked to keep them.
+    """
+
+    values: torch.Tensor
+    num_samples: int
+    khat: torch.Tensor | None = None
+    psis_values: torch.Tensor | None = None
+    khat_threshold: float | None = None
+    log_weights: torch.Tensor | None = None
+
+    @property
+    def fraction_unreliable(self) -> float:
+        """The fraction of points whose k-hat exceeds :attr:`khat_threshold`."""
+        if self.khat is None:
+            raise ValueError("this estimate has no PSIS diagnostic (log_likelihood(psis=True))")
+        return (self.khat > self.khat_threshold).double().mean().item()
+
+    @property
+    def psis_mean(self) -> float:
+        """The average PSIS-smoothed estimate over data points."""
+        if self.psis_values is None:
+            raise ValueError("this estimate has no PSIS diagnostic (log_likelihood(psis=True))")
+        return self.psis_values.mean().item()
+
+    @property
+    def mean(self) -> float:
+        """The average over data points (nats per point)."""
+        return self.values.mean().item()
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of :attr:`mean` over data points."""
+        n = self.values.numel()
+        return (self.values.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+
+    def __repr__(self) -> str:
+        psis = ""
+        if self.khat is not None:
+            psis = (
+                f", psis_mean={self.psis_mean:.4f}, "
+                f"khat>{self.khat_threshold:.2f}: {self.fraction_unreliable:.1%}"
+            )
+        return (
+            f"LogLikelihood(mean={self.mean:.4f}, stderr={self.stderr:.4f}, "
+            f"points={self.values.numel()}, num_samples={self.num_samples}{psis})"
+        )
+
+
+def elbo(model, data, num_particles: int = 1, c=None, batch_size: int = 1000) -> torch.Tensor:
+    """The ELBO of each data point, averaged over ``num_particles`` draws from the guide.
+
+    For a deterministic autoencoder (a Delta guide) this is the per-point
+    objective, the negative of its training loss.
+
+    :param model: a probae model or a ``(model, guide)`` pair.
+    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param int num_particles: draws per point.
+    :param c: conditions, one row per point, for conditional models.
+    :param int batch_size: points evaluated at once.
+    :returns: a tensor of shape ``(N,)``.
+    """
+    num_particles = positive_int("num_particles", num_particles)
+    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False)
+    out = []
+    with torch.no_grad(), _eval_mode(pair.module):
+        for args in _per_batch(x, c, batch_size):
+            lw = importance.log_weights(pair.model, pair.guide, args, num_particles, nesting)
+            out.append(lw.mean(0))
+    return torch.cat(out)
+
+
+def log_likelihood(
+    model,
+    data,
+    num_samples: int = 5000,
+    chunk_size: int = 500,
+    batch_size: int = 100,
+    c=None,
+    psis: bool | None = None,
+    keep_log_weights: bool = False,
+) -> LogLikelihood:
+    r"""The importance-weighted estimate of log p(x) for each data point, with the
+    Pareto-smoothed importance sampling (PSIS) diagnostic of its weights.
+
+    PSIS (Vehtari et al. 2024) fits a generalized Pareto distribution to the
+    largest weights :math:`w^{(s)} = p(x, z^{(s)})/q(z^{(s)}|x)` of each point: its
+    shape :math:`\hat k` says how heavy their tail is. For
+    :math:`\hat k < \min(1 - 1/\log_{10} S, 0.7)` the estimate is reliable; above,
+    the variance of the weights is effectively infinite, a handful of draws
+    decide the estimate, and it is likely too low. The PSIS-smoothed estimate
+    replaces the largest weights by quantiles of the fitted tail
+    (``result.psis_values``). A warning in words is issued when more than 10% of
+    the points exceed the threshold.
+
+    Refuses models whose guide is a Delta distribution: a point mass has no
+    density to weight by.
+
+    :param model: a probae model or a ``(model, guide)`` pair.
+    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param int num_samples: importance samples S per point.
+    :param int chunk_size: samples drawn at once (memory grows with
+        ``chunk_size * batch_size``).
+    :param int batch_size: points evaluated at once.
+    :param c: conditions, one row per point, for conditional models.
+    :param bool psis: compute k-hat and the PSIS-smoothed estimate (needs
+        ``num_samples >= 25``); None computes them whenever ``num_samples >= 25``.
+        The S log-weights of a batch of points are then held at once.
+    :param bool keep_log_weights: return all ``(num_samples, N)`` log-weights in
+        ``result.log_weights``.
+    :rtype: LogLikelihood
+    """
+    num_samples = positive_int("num_samples", num_samples)
+    chunk_size = positive_int("chunk_size", chunk_size)
+    if psis is None:
+        psis = num_samples >= PSIS_MIN_SAMPLES
+    elif psis and num_samples < PSIS_MIN_SAMPLES:
+        raise ValueError(
+            f"psis=True needs num_samples >= {PSIS_MIN_SAMPLES} to fit the tail of the "
+            f"weights, got num_samples={num_samples}"
+        )
+    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "log_likelihood", True)
+    keep = psis or keep_log_weights
+    out, khats, smoothed, kept = [], [], [], []
+    with torch.no_grad(), _eval_mode(pair.module):
+        for args in _per_batch(x, c, batch_size):
+            running, chunks = None, []
+            for start in range(0, num_samples, chunk_size):
+                k = min(chunk_size, num_samples - start)
+                lw = importance.log_weights(pair.model, pair.guide, args, k, nesting)
+                if keep:
+                    chunks.append(lw)
+                chunk = torch.logsumexp(lw, 0)
+                running = chunk if running is None else torch.logaddexp(running, chunk)
+            out.append(running - math.log(num_samples))
+            if keep:
+                lw = torch.cat(chunks)
+                if keep_log_weights:
+                    kept.append(lw)
+                if psis:
+                    khat, values = _psis(lw)
+                    khats.append(khat)
+                    smoothed.append(values)
+    result = LogLikelihood(torch.cat(out), num_samples)
+    if keep_log_weights:
+        result.log_weights = torch.cat(kept, 1)
+    if psis:
+        result.khat = torch.cat(khats)
+        result.psis_values = torch.cat(smoothed)
+        result.khat_threshold = khat_threshold(num_samples)
+        _warn_khat(result)
+    return result
+
+
+def reconstruction_error(model, data, c=None, batch_size: int = 1000) -> torch.Tensor:
+    """Squared error ``||x - E[x|z]||^2`` per point, z the code of x."""
+    x = prepare(data, model, c, check_support=False)[0]
+    out = []
+    with torch.no_grad(), _eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            cb = None if c is None else c[start : start + batch_size].to(xb.device)
+            diff = xb - model.reconstruct(xb, cb)
+            out.append(diff.reshape(diff.shape[0], -1).pow(2).sum(-1))
+    return torch.cat(out)
+
+
+# -- bits per dimension ----------------------------------------------------------------
+
+
+def bits_per_dim(
+    model, data, num_samples: int = 5000, levels: int | None = None, estimate=None, **kwargs
+) -> float:
+    r"""The negative log-likelihood in bits per data dimension,
+
+    .. math:: \mathrm{bpd} = \frac{-\log \hat p(x) + D \log L}{D \log 2},
+
+    averaged over points, with :math:`\log \hat p(x)` the IWAE estimate of
+    :func:`log_likelihood` and D the number of dimensions (pixels) of x. For a
+    likelihood of discrete values (Bernoulli pixels) :math:`\hat p` is a
+    probability and ``levels=None`` (no :math:`D \log L` term). For a density over
+    values in [0, 1] that were quantized to L levels (L = 256 for 8-bit images),
+    pass ``levels=L``: the density times the bin width :math:`1/L` per dimension is
+    the probability of the pixel values, the usual convention for image models.
+
+    :param model: a probae model or a ``(model, guide)`` pair.
+    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param int num_samples: importance samples per point.
+    :param int levels: quantization levels L of a continuous density, or None.
+    :param LogLikelihood estimate: a result of :func:`log_likelihood` on the same
+        data, to reuse instead of sampling again.
+    :param kwargs: passed to :func:`log_likelihood` (``batch_size``, ``c``, ...).
+    """
+    x = _data_tensor(data)
+    if levels is not None and (
+        isinstance(levels, bool) or not isinstance(levels, int) or levels < 2
+    ):
+        raise ValueError(f"levels must be an integer >= 2 or None, got {levels!r}")
+    if estimate is None:
+        estimate = log_likelihood(model, data, num_samples=num_samples, **kwargs)
+    elif not isinstance(estimate, LogLikelihood):
+        raise TypeError(f"estimate must be a LogLikelihood, got {type(estimate).__name__}")
+    elif estimate.values.numel() != x.shape[0]:
+        raise ValueError(f"estimate has {estimate.values.numel()} points but data has {x.shape[0]}")
+    dims = x[0].numel()
+    nats = -estimate.mean + (dims * math.log(levels) if levels is not None else 0.0)
+    return nats / (dims * math.log(2.0))
+
+
+# -- conditional models ----------------------------------------------------------------
+
+
+def conditional_log_likelihood(
+    model,
+    data,
+    num_samples: int = 1000,
+    c=None,
+    condition=None,
+    chunk_size: int = 500,
+    batch_size: int = 100,
+) -> LogLikelihood:
+    r"""The importance-weighted estimate of :math:`\log p(x|c)` for each data point,
+
+    .. math:: \log \hat p(x|c) = \log \frac1S \sum_{s=1}^S
+              \frac{p(z^{(s)}|c)\, p(x|z^{(s)}, c)}{q(z^{(s)}|x, c)},
+              \quad z^{(s)} \sim q(z|x, c),
+
+    with the recognition network as proposal and the conditional prior as prior;
+    it rises to :math:`\log p(x|c)` as S grows. Drawn in chunks, as
+    :func:`log_likelihood`.
+
+    :param model: a conditional probae model (CVAE, ConditionalBaseline) or a
+        ``(model, guide)`` pair taking ``(x, c)``.
+    :param data: a :class:`~probae.data.ConditionalDataset` (its ``c`` is used), a
+        :class:`~probae.data.Dataset` or a tensor.
+    :param int num_samples: importance samples S per point.
+    :param c: conditions, one row per point (instead of the data's own).
+    :param condition: ``"label"`` for one-hot labels of ``data.y``, or a field name.
+    :param int chunk_size: samples drawn at once.
+    :param int batch_size: points evaluated at once.
+    :rtype: LogLikelihood
+    """
+    c = _condition(model, data, c, condition, "conditional_log_likelihood")
+    return log_likelihood(
+        model, data, num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size, c=c
+    )
+
+
+def conditional_elbo(
+    model, data, num_particles: int = 1, c=None, condition=None, batch_size: int = 1000
+) -> torch.Tensor:
+    r"""The conditional ELBO of each point (beta = 1),
+
+    .. math:: \mathcal L(x, c) = \mathbb E_{q(z|x, c)}\big[\log p(x|z, c)
+              + \log p(z|c) - \log q(z|x, c)\big],
+
+    a Monte Carlo average over ``num_particles`` draws: the quantity Pyro's CVAE
+    tutorial reports (as its negative) with 10 particles.
+
+    Arguments as :func:`conditional_log_likelihood`; returns a tensor of shape ``(N,)``.
+    """
+    c = _condition(model, data, c, condition, "conditional_elbo")
+    return elbo(model, data, num_particles=num_particles, c=c, batch_size=batch_size)

@@ -12,8 +12,6 @@ codes of the test set and the loss curve.
 import argparse
 from pathlib import Path
 
-import torch
-
 import probae
 from probae import VAE, data, evaluate, likelihoods, priors, viz
 
@@ -61,7 +59,8 @@ def main(argv=None):
         viz.history_plot(history, out / "history.png"),
     ]
     print("pictures:", ", ".join(str(p) for p in pictures))
-    torch.save(vae.state_dict(), out / "vae.pt")
+    # the trained model: class, options and weights; probae.load(out / "model") reads it back
+    probae.save(vae, out / "model")
 
 
 if __name__ == "__main__":

@@ -666,6 +666,7 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple
     model = families.build(config, config["x_shape"]).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json({**config, "probae_version": __version__}, run_dir / CONFIG_NAME)
+    saving.write_model_config(model, run_dir)  # the model's own options, as probae.save writes
     began = time.perf_counter()
     try:
         history = fit(

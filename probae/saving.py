@@ -41,6 +41,7 @@ __all__ = [
     "read_checkpoint",
     "save",
     "write_checkpoint",
+    "write_model_config",
 ]
 
 #: the format written now; files of the formats in ``_READABLE`` load too
@@ -134,8 +135,16 @@ def save(model, path) -> Path:
             "model=...) into a model you build the same way",
             stacklevel=2,
         )
-    _write_json({"format": FORMAT, "model": config}, path / MODEL_CONFIG_NAME)
+    write_model_config(model, path)
     write_checkpoint({"model": config, "module": model.state_dict()}, path / MODEL_NAME)
+    return path
+
+
+def write_model_config(model, folder) -> Path:
+    """Writes ``model.json``, the model's class and constructor options as readable
+    JSON, into ``folder`` (a saved model's, or a run directory as metadata)."""
+    path = Path(folder) / MODEL_CONFIG_NAME
+    _write_json({"format": FORMAT, "model": model_config(model)}, path)
     return path
 
 

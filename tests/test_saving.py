@@ -235,6 +235,8 @@ def test_a_cli_run_directory_and_a_saved_folder_load_through_the_same_function(t
     assert cli.main([*argv, "--no-progress", "--threads", "1"]) == 0
     from_run = probae.load(run)
     assert isinstance(from_run, VAE) and from_run.z_dim == 2
+    # the run directory records the model's own options beside the command line's
+    assert json.loads((run / "model.json").read_text())["model"] == from_run.config
     again = probae.load(probae.save(from_run, tmp_path / "saved"))
     for (k, a), b in zip(from_run.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-all docs lint bench
+.PHONY: venv demo test test-cuda test-all docs lint bench
 
 venv: $(VENV)/.installed
 
@@ -18,6 +18,13 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The suite again on an emulated CUDA device (the CPU with CUDA's device rules, see
+# ../shared/fakecuda/README.md): device mixes, host reads and syncs fail as on a GPU.
+FAKECUDA ?= ../shared/fakecuda
+test-cuda: venv
+	PYTHONPATH=$(abspath $(FAKECUDA)) FAKECUDA=1 FAKECUDA_STRICT_0D=1 PROBAE_DEVICE=cuda \
+		$(BIN)/python -m pytest
 
 test-all: venv
 	$(BIN)/python -m pytest -m "slow or not slow"

@@ -794,7 +794,7 @@ def cmd_train(args) -> int:
     config["epochs"] = _positive("--epochs", epochs)
     device = _device(args.device)
     if has_run:
-        done = load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"]
+        done = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location="cpu")["epoch"]
         if config["epochs"] < done:
             raise CommandError(
                 f"run directory {str(run_dir)!r} has already trained {done} epochs; "

@@ -45,12 +45,16 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def setup(backend: str | None = None) -> torch.device:
+def setup(backend: str | None = None, device=None) -> torch.device:
     """Joins the process group described by torchrun's environment variables
     (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and
-    returns this process's device: ``cuda:LOCAL_RANK`` where CUDA exists, else the CPU.
+    returns this process's device: ``cuda:LOCAL_RANK`` where this host has a GPU for
+    each of its ``LOCAL_WORLD_SIZE`` processes, else the CPU (NCCL cannot put two
+    ranks on one GPU, and ``cuda:LOCAL_RANK`` must exist).
 
     :param str backend: ``"nccl"`` on GPUs and ``"gloo"`` on CPUs by default.
+    :param device: ``"cpu"`` or ``"cuda"`` to choose instead (``"cuda"`` means
+        ``cuda:LOCAL_RANK`` and needs a GPU per local process).
     """
     missing = [
         k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
@@ -61,14 +65,30 @@ def setup(backend: str | None = None) -> torch.device:
             "not set (launch with: torchrun --nproc_per_node=N script.py)"
         )
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    device = _rank_device(local_rank, local_world, device)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
     return device
+
+
+def _rank_device(local_rank: int, local_world: int, device=None) -> torch.device:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device is None:
+        return torch.device("cuda", local_rank) if local_world <= gpus else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
+    if local_world > gpus:
+        raise ValueError(
+            f"device='cuda' needs a GPU for each of this host's {local_world} processes, "
+            f"found {gpus}"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def cleanup() -> None:

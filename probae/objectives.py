@@ -4,6 +4,9 @@ r"""Objectives: the Pyro ELBO objects that :func:`probae.fit` optimizes.
   (:class:`~pyro.infer.TraceEnum_ELBO` when the model has enumerated sites);
 - ``"meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, with the KL term in
   closed form where one exists;
+
+both as :class:`ReparamELBO` and :class:`MeanFieldELBO`, whose loss stays on the
+device (no host read per step);
 - ``"iwae"``: the importance-weighted bound of Burda et al. (2016), :class:`IWAE`.
 """
 
@@ -12,14 +15,22 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
+from pyro.infer.util import (
+    check_fully_reparametrized,
+    get_dependent_plate_dims,
+    is_identically_zero,
+    is_validation_enabled,
+    torch_sum,
+)
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import kl_divergence
 
 from . import importance
 from ._common import positive_int
 
-__all__ = ["IWAE", "LOSSES", "make_elbo"]
+__all__ = ["IWAE", "LOSSES", "MeanFieldELBO", "ReparamELBO", "make_elbo"]
 
 LOSSES = ("elbo", "meanfield", "iwae")
 
@@ -99,6 +110,78 @@ class IWAE(RenyiELBO):
         return -bound.sum()
 
 
+class _LossOnDevice:
+    """A :meth:`differentiable_loss` that leaves its value on the device.
+
+    Pyro's reads every particle's value on the host (``torch_item``) and checks the
+    loss for NaN forwards and backwards (``warn_if_nan``): four to six host-device
+    synchronisations per step, each a stall on a GPU. The value and gradient here
+    are the same; :func:`probae.fit` checks the loss for non-finite values itself.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss + self._particle_loss(model_trace, guide_trace) / self.num_particles
+        return loss
+
+
+class ReparamELBO(_LossOnDevice, Trace_ELBO):
+    r""":class:`~pyro.infer.Trace_ELBO` whose loss stays on the device.
+
+    With every guide site reparameterized the surrogate loss is the negative ELBO
+    itself: :math:`-\sum \log p + \sum \log q` over the sites. A guide site with a
+    score-function term takes Pyro's own surrogate (and its host reads).
+    """
+
+    def _particle_loss(self, model_trace, guide_trace):
+        guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
+        if any(not is_identically_zero(s["score_parts"].score_function) for s in guide_sites):
+            value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            return value + (surrogate - surrogate.detach())
+        elbo = 0.0
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + site["log_prob_sum"]
+        for site in guide_sites:
+            elbo = elbo - site["score_parts"].entropy_term.sum()
+        return -elbo
+
+
+class MeanFieldELBO(_LossOnDevice, TraceMeanField_ELBO):
+    """:class:`~pyro.infer.TraceMeanField_ELBO` whose loss stays on the device: the
+    same particle loss, with the KL term in closed form where one is registered."""
+
+    def _particle_loss(self, model_trace, guide_trace):
+        elbo = 0.0
+        for name, model_site in model_trace.nodes.items():
+            if model_site["type"] != "sample":
+                continue
+            if model_site["is_observed"]:
+                elbo = elbo + model_site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            if is_validation_enabled():
+                check_fully_reparametrized(guide_site)
+            try:
+                kl = kl_divergence(guide_site["fn"], model_site["fn"])
+            except NotImplementedError:
+                entropy_term = guide_site["score_parts"].entropy_term
+                elbo = elbo + model_site["log_prob_sum"] - entropy_term.sum()
+                continue
+            kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
+            if torch.is_tensor(kl):
+                elbo = elbo - kl.sum()
+            else:
+                elbo = elbo - kl * torch.Size(guide_site["fn"].batch_shape).numel()
+        for name, guide_site in guide_trace.nodes.items():
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                if is_validation_enabled():
+                    check_fully_reparametrized(guide_site)
+                elbo = elbo - guide_site["score_parts"].entropy_term.sum()
+        return -elbo
+
+
 def make_elbo(
     loss: str = "elbo", num_particles: int = 1, max_plate_nesting=None, enumerate: bool = False
 ):
@@ -132,11 +215,11 @@ def make_elbo(
     if loss == "iwae":
         return IWAE(num_particles, max_plate_nesting=nesting)
     if loss == "elbo":
-        return Trace_ELBO(
+        return ReparamELBO(
             num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
         )
     if loss == "meanfield":
-        return TraceMeanField_ELBO(
+        return MeanFieldELBO(
             num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
         )
     raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")

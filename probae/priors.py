@@ -229,6 +229,16 @@ class Laplace(Prior):
         return dist.Laplace(zeros, zeros + self.scale).to_event(1)
 
 
+class _FlatDensity(dist.ImproperUniform):
+    """Pyro's ImproperUniform with a log-density on its argument's device and dtype
+    (Pyro's is a CPU zero, which a CUDA computation cannot add)."""
+
+    def log_prob(self, value):
+        batch_shape = value.shape[: value.dim() - self.event_dim]
+        batch_shape = torch.broadcast_shapes(batch_shape, self.batch_shape)
+        return value.new_zeros(()).expand(batch_shape)
+
+
 class Flat(Prior):
     r"""The improper flat prior, :math:`\log p(z) = 0`.
 
@@ -240,7 +250,7 @@ class Flat(Prior):
     improper = True
 
     def distribution(self):
-        return dist.ImproperUniform(constraints.real, torch.Size(), torch.Size([self.z_dim]))
+        return _FlatDensity(constraints.real, torch.Size(), torch.Size([self.z_dim]))
 
 
 class VampPrior(Prior):

@@ -225,9 +225,9 @@ def test_log_likelihood_refuses_a_delta_guide(digits, name):
 
 
 @pytest.mark.parametrize("name", [n for n in CLASSES if n != "DenoisingAE"])
-def test_elbo_is_the_negative_loss_per_point(digits, name):
-    model = CLASSES[name]()
-    x = digits[1].x
+def test_elbo_is_the_negative_loss_per_point(digits, name, device):
+    model = CLASSES[name]().to(device)
+    x = digits[1].x.to(device)
     with torch.no_grad():
         loss = _loss(model, x)
     torch.testing.assert_close(-evaluate.elbo(model, x).sum(), loss)

@@ -66,7 +66,8 @@ def test_demo_runs_end_to_end_in_process(tmp_path, capsys, device):
 
 
 def test_demo_runs_as_a_program(tmp_path, device):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps an emulator
+    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "probae", "demo", "--epochs", "1", "--num-samples", "10"]
         + ["--run-dir", str(tmp_path / "demo"), "--device", str(device), "--no-progress"],
@@ -95,7 +96,7 @@ def test_train_evaluate_sample_through_a_run_directory(tmp_path, capsys, device)
 
     # the run directory alone rebuilds the trained model
     model = probae.load(run, device=device)
-    saved = load_checkpoint(run / "checkpoint.pt")["module"]
+    saved = load_checkpoint(run / "checkpoint.pt", map_location="cpu")["module"]
     assert saved.keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
         assert torch.equal(value.cpu(), saved[key].cpu())
@@ -234,7 +235,7 @@ def test_every_family_trains_evaluates_and_samples(name, tmp_path, capsys, devic
     # the run directory alone rebuilds the exact model, weights bit for bit
     model = probae.load(run, device=device)
     assert type(model) is families.FAMILIES[name].cls
-    saved = load_checkpoint(run / "checkpoint.pt")["module"]
+    saved = load_checkpoint(run / "checkpoint.pt", map_location="cpu")["module"]
     assert saved.keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
         assert torch.equal(value.cpu(), saved[key].cpu())

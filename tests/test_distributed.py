@@ -35,7 +35,8 @@ def _worker(rank, world, port, out):
         ae = _model().to(device)
         history = probae.fit(ae, _digits(), epochs=3, batch_size=8, lr=1e-2, seed=1)
         if rank == 0:
-            torch.save({"state": ae.state_dict(), "loss": history.train_loss}, out)
+            state = {k: v.cpu() for k, v in ae.state_dict().items()}
+            torch.save({"state": state, "loss": history.train_loss, "device": device.type}, out)
     finally:
         distributed.cleanup()
 
@@ -50,12 +51,13 @@ def _free_port():
 def test_two_ranks_equal_one_process_with_the_union_of_their_batches(tmp_path):
     out = tmp_path / "rank0.pt"
     mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, start_method="spawn")
-    result = torch.load(out, weights_only=True)
+    result = torch.load(out, weights_only=True, map_location="cpu")
 
-    single = _model()
+    # the same device as the ranks' (the CPU unless the host has a GPU per rank)
+    single = _model().to(result["device"])
     history = probae.fit(single, _digits(), epochs=3, batch_size=16, lr=1e-2, seed=1)
     for key, value in single.state_dict().items():
-        torch.testing.assert_close(result["state"][key], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(result["state"][key], value.cpu(), rtol=1e-4, atol=1e-5)
     assert result["loss"] == pytest.approx(history.train_loss, rel=1e-5)
     # and training did something, so the agreement is not between two untouched models
     assert history.train_loss[-1] < history.train_loss[0]
@@ -77,3 +79,18 @@ def test_setup_outside_torchrun_is_a_clear_error(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         distributed.setup()
+
+
+def test_ranks_share_no_gpu(monkeypatch):
+    """A rank gets cuda:LOCAL_RANK only if the host has a GPU per local process."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed._rank_device(1, 2) == torch.device("cpu")
+    assert distributed._rank_device(0, 1) == torch.device("cuda", 0)
+    assert distributed._rank_device(1, 2, "cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="GPU for each"):
+        distributed._rank_device(1, 2, "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed._rank_device(1, 2) == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed._rank_device(0, 1) == torch.device("cpu")

@@ -38,7 +38,8 @@ def runs(tmp_path_factory):
         (path.stem, str(path), ["--epochs", "1", "--out", str(base / path.stem)])
         for path in EXAMPLES
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps an emulator
+    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-c", DRIVER.format(jobs=jobs)],
         cwd=base,

@@ -8,33 +8,34 @@ import torch
 from probae import likelihoods
 
 
-def test_gaussian_negative_log_likelihood_is_scaled_squared_error_plus_constant():
+def test_gaussian_negative_log_likelihood_is_scaled_squared_error_plus_constant(device):
     s = 0.3
-    out, x = torch.randn(4, 6), torch.randn(4, 6)
-    nll = -likelihoods.Gaussian(scale=s)(out, 1).log_prob(x)
+    out, x = torch.randn(4, 6, device=device), torch.randn(4, 6, device=device)
+    nll = -likelihoods.Gaussian(scale=s).to(device)(out, 1).log_prob(x)
     expected = ((x - out) ** 2).sum(-1) / (2 * s**2) + 6 / 2 * math.log(2 * math.pi * s**2)
     torch.testing.assert_close(nll, expected)
 
 
-def test_bernoulli_reads_logits():
-    out, x = torch.randn(3, 5), torch.bernoulli(torch.full((3, 5), 0.5))
+def test_bernoulli_reads_logits(device):
+    out = torch.randn(3, 5, device=device)
+    x = torch.bernoulli(torch.full((3, 5), 0.5, device=device))
     p = torch.sigmoid(out)
     expected = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
     torch.testing.assert_close(likelihoods.Bernoulli()(out, 1).log_prob(x), expected)
 
 
-def test_continuous_bernoulli_integrates_to_one():
-    grid = torch.linspace(0, 1, 20001)[:, None]
+def test_continuous_bernoulli_integrates_to_one(device):
+    grid = torch.linspace(0, 1, 20001, device=device)[:, None]
     for logit in (-3.0, -0.2, 0.0, 0.7, 4.0):
-        density = likelihoods.ContinuousBernoulli()(torch.full((1, 1), logit), 1)
+        density = likelihoods.ContinuousBernoulli()(torch.full((1, 1), logit, device=device), 1)
         values = density.log_prob(grid).exp()
         assert torch.trapezoid(values, grid[:, 0]).item() == pytest.approx(1.0, abs=1e-4)
 
 
-def test_laplace_negative_log_likelihood_is_scaled_l1_error():
+def test_laplace_negative_log_likelihood_is_scaled_l1_error(device):
     b = 0.5
-    out, x = torch.randn(2, 7), torch.randn(2, 7)
-    nll = -likelihoods.Laplace(scale=b)(out, 1).log_prob(x)
+    out, x = torch.randn(2, 7, device=device), torch.randn(2, 7, device=device)
+    nll = -likelihoods.Laplace(scale=b).to(device)(out, 1).log_prob(x)
     torch.testing.assert_close(nll, (x - out).abs().sum(-1) / b + 7 * math.log(2 * b))
 
 

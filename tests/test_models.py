@@ -64,7 +64,7 @@ def test_state_dict_round_trip(tmp_path):
     vae = VAE((64,), 3, prior=priors.GaussianMixture(3, 4), hidden=(8,))
     torch.save(vae.state_dict(), tmp_path / "vae.pt")
     other = VAE((64,), 3, prior=priors.GaussianMixture(3, 4, seed=9), hidden=(8,))
-    other.load_state_dict(torch.load(tmp_path / "vae.pt", weights_only=True))
+    other.load_state_dict(torch.load(tmp_path / "vae.pt", weights_only=True, map_location="cpu"))
     x = torch.rand(2, 64)
     torch.testing.assert_close(other.reconstruct(x), vae.reconstruct(x))
     torch.testing.assert_close(other.prior.locs, vae.prior.locs)

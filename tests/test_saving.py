@@ -161,14 +161,14 @@ def test_every_family_round_trips_through_a_fresh_process_bit_for_bit(tmp_path, 
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
-    loaded = torch.load(out, weights_only=True)
+    loaded = torch.load(out, weights_only=True, map_location="cpu")
     for name, outputs in expected.items():
         assert loaded[name].keys() == outputs.keys(), name
         for key, value in outputs.items():
             if key == "class":
                 assert loaded[name][key] == value
             else:
-                assert torch.equal(loaded[name][key], value), (name, key)
+                assert torch.equal(loaded[name][key], value.cpu()), (name, key)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -220,7 +220,7 @@ def test_a_pickle_payload_is_refused_and_never_runs(tmp_path):
     probae.save(VAE((D,), 3, hidden=(8,)), folder)
     marker = tmp_path / "ran"
     _Payload.marker = marker
-    state = torch.load(folder / "model.pt", weights_only=True)
+    state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
     state["module"]["extra"] = _Payload()
     with open(folder / "model.pt", "wb") as handle:
         torch.save(state, handle)
@@ -241,7 +241,7 @@ def test_a_cli_run_directory_and_a_saved_folder_load_through_the_same_function(t
     for (k, a), b in zip(from_run.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     # a checkpoint of probae 0.1.0 (no configuration inside) loads through config.json
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")
     del state["model"]
     state["format"] = "probae-checkpoint-1"
     torch.save(state, run / "checkpoint.pt")

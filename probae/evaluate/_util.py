@@ -4,10 +4,12 @@ standard errors, and ArviZ imported quietly."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from contextlib import contextmanager
 
+import pyro
 import torch
 from pyro import poutine
 
@@ -35,6 +37,24 @@ def _setup(model, data, c, batch_size, what, needs_density):
             importance.check_guide_has_density(pair.guide, probe, what)
         nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
     return pair, x, c, batch_size, nesting
+
+
+class _ValidateOnce:
+    """Pyro's distribution checks on the first draw only, where the data's values were
+    checked against the likelihood's support up front (:func:`probae._common.prepare`):
+    each check reads a flag on the host, a host-device synchronisation per site and
+    chunk. A user's own pair keeps them on every draw (its data is not checked ahead)."""
+
+    def __init__(self, module):
+        likelihood = getattr(module, "likelihood", None)
+        self.checked_ahead = callable(getattr(likelihood, "validate", None))
+        self.first = True
+
+    def __call__(self):
+        if self.first or not self.checked_ahead:
+            self.first = False
+            return contextlib.nullcontext()
+        return pyro.validation_enabled(False)
 
 
 @contextmanager

@@ -26,7 +26,6 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -34,8 +33,8 @@ from pyro import poutine
 
 from .. import importance
 from .._common import positive_int
+from . import _pareto
 from ._util import (
-    _arviz,
     _eval_mode,
     _guide_trace,
     _latent_site,
@@ -75,8 +74,8 @@ def khat_threshold(num_samples: int) -> float:
 
 
 def psis_diagnostic(log_weights: torch.Tensor):
-    r"""Pareto-smoothed importance sampling of per-point log-weights, by
-    :func:`arviz.psislw`.
+    r"""Pareto-smoothed importance sampling of per-point log-weights: the
+    computation of :func:`arviz.psislw`, vectorized in torch on the weights' device.
 
     :param torch.Tensor log_weights: shape ``(S, N)``, S draws for each of N points.
     :returns: ``(khat, estimate)``, both of shape ``(N,)``: the Pareto shape of each
@@ -101,23 +100,14 @@ def _psis(log_weights):
     eps = torch.finfo(log_weights.dtype).eps
     spread = log_weights.amax(0) - log_weights.amin(0)
     flat = spread <= 100 * eps * log_weights.abs().amax(0).clamp(min=1.0)
-    khat = torch.full_like(plain, -math.inf, dtype=torch.float64, device="cpu")
-    estimate = plain.detach().to("cpu", torch.float64).clone()
-    rows = (~flat).nonzero().reshape(-1).cpu()
-    if rows.numel():
-        lw = log_weights.detach()[:, rows.to(log_weights.device)].to("cpu", torch.float64)
-        # normalize=False keeps the weights' scale: the smoothed log-weights themselves.
-        with np.errstate(all="ignore"):
-            smoothed, k = _arviz().psislw(lw.T.contiguous().numpy(), normalize=False)
-        k = torch.as_tensor(k, dtype=torch.float64)
-        smoothed = torch.as_tensor(smoothed).logsumexp(-1) - math.log(num_samples)
-        # a failed tail fit leaves the weights unsmoothed and counts as unreliable
-        failed = ~torch.isfinite(smoothed)
-        smoothed[failed] = estimate[rows][failed]
-        k[torch.isnan(k)] = math.inf
-        khat[rows], estimate[rows] = k, smoothed
-    like = log_weights.new_empty(())
-    return khat.to(like), estimate.to(like)
+    k, smoothed = _pareto.psis(log_weights)
+    smoothed = smoothed.logsumexp(0) - math.log(num_samples)
+    # a failed tail fit leaves the weights unsmoothed and counts as unreliable
+    failed = ~torch.isfinite(smoothed)
+    estimate = torch.where(flat | failed, plain.to(smoothed), smoothed)
+    k = torch.where(torch.isnan(k), k.new_full((), math.inf), k)
+    khat = torch.where(flat, k.new_full((), -math.inf), k)
+    return khat.to(log_weights.dtype), estimate.to(log_weights.dtype)
 
 
 def _warn_khat(result: LogLikelihood) -> None:

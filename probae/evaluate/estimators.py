@@ -20,7 +20,7 @@ import torch
 
 from .. import importance
 from .._common import positive_int, prepare
-from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup
+from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup, _ValidateOnce
 from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
 
 __all__ = [
@@ -110,9 +110,11 @@ def elbo(model, data, num_particles: int = 1, c=None, batch_size: int = 1000) ->
     num_particles = positive_int("num_particles", num_particles)
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False)
     out = []
+    checks = _ValidateOnce(pair.module)
     with torch.no_grad(), _eval_mode(pair.module):
         for args in _per_batch(x, c, batch_size):
-            lw = importance.log_weights(pair.model, pair.guide, args, num_particles, nesting)
+            with checks():
+                lw = importance.log_weights(pair.model, pair.guide, args, num_particles, nesting)
             out.append(lw.mean(0))
     return torch.cat(out)
 
@@ -169,12 +171,14 @@ def log_likelihood(
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "log_likelihood", True)
     keep = psis or keep_log_weights
     out, khats, smoothed, kept = [], [], [], []
+    checks = _ValidateOnce(pair.module)
     with torch.no_grad(), _eval_mode(pair.module):
         for args in _per_batch(x, c, batch_size):
             running, chunks = None, []
             for start in range(0, num_samples, chunk_size):
                 k = min(chunk_size, num_samples - start)
-                lw = importance.log_weights(pair.model, pair.guide, args, k, nesting)
+                with checks():
+                    lw = importance.log_weights(pair.model, pair.guide, args, k, nesting)
                 if keep:
                     chunks.append(lw)
                 chunk = torch.logsumexp(lw, 0)

@@ -292,7 +292,7 @@ class DeterministicAutoencoder(Autoencoder):
     def encode(self, x, c=None) -> torch.Tensor:
         """The code f(x) of clean ``x``."""
         self._no_condition(c)
-        return self.encoder(self.check_x(x))
+        return self.encoder(self.check_x(self.to_device(x)))
 
     def decode(self, z, c=None) -> torch.Tensor:
         self._no_condition(c)
@@ -594,7 +594,7 @@ class KSparseAE(DeterministicAutoencoder):
 
     def encode(self, x, c=None):
         self._no_condition(c)
-        return top_k(self.encoder(self.check_x(x)), self.encode_k)
+        return top_k(self.encoder(self.check_x(self.to_device(x))), self.encode_k)
 
     def extra_repr(self):
         return f"k={self.k}, alpha={self.alpha}, tied={self.tied}"
@@ -685,7 +685,7 @@ class ContractiveAE(DeterministicAutoencoder):
 
     def contraction(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
         r""":math:`\|\partial f(x)/\partial x\|_F^2` for each point, shape ``(N,)``."""
-        return self.code_and_contraction(self.check_x(x), method)[1]
+        return self.code_and_contraction(self.check_x(self.to_device(x)), method)[1]
 
     def guide_code(self, x):
         z, squared_norm = self.code_and_contraction(x)

@@ -77,6 +77,11 @@ class Autoencoder(nn.Module, Configurable):
             return tensor.device
         return torch.device("cpu")
 
+    def to_device(self, t):
+        """``t`` on the model's device (methods for using a trained model accept data
+        anywhere, as :meth:`reconstruct` does); None stays None."""
+        return t.to(self.device) if isinstance(t, torch.Tensor) else t
+
     def check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Raises a clear error unless ``x`` is a float tensor of shape ``(N, *x_shape)``."""
         if not isinstance(x, torch.Tensor):
@@ -125,6 +130,7 @@ class Autoencoder(nn.Module, Configurable):
 
     def decode(self, z, c=None) -> torch.Tensor:
         """E[x|z], the mean of the likelihood (pixel probabilities for Bernoulli)."""
+        z, c = self.to_device(z), self.to_device(c)
         out = self.decoder(z) if c is None else self.decoder(z, c)
         return self.likelihood.mean(out)
 

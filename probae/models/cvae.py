@@ -196,11 +196,12 @@ class CVAE(_Conditioned, Autoencoder):
     # -- using a trained model ---------------------------------------------------------
     def encode(self, x, c=None) -> torch.Tensor:
         """The posterior mean of z given x and c."""
-        x = self.check_x(x)
+        x = self.check_x(self.to_device(x))
         return self.encoder(x, self.check_c(c, x.shape[0]))[0]
 
     def decode(self, z, c=None) -> torch.Tensor:
         """E[x|z, c]; ``z`` may carry extra leading dimensions (samples)."""
+        z = self.to_device(z)
         c = self.check_c(c, z.shape[-2] if z.dim() > 1 else None)
         return self.likelihood.mean(self.decoder(z, c if z.dim() > 1 else c[0]))
 

@@ -75,4 +75,4 @@ class VAE(Autoencoder):
 
     def encode(self, x, c=None):
         """The posterior mean of z given x."""
-        return self.encoder(x)[0]
+        return self.encoder(self.to_device(x))[0]

@@ -13,6 +13,7 @@ from pyro import poutine
 
 from .. import importance
 from .._common import as_pair, positive_int, prepare
+from ..batches import Streamed, is_streamable, materialize, streamed
 
 
 def _args(x, c):
@@ -20,6 +21,10 @@ def _args(x, c):
 
 
 def _per_batch(x, c, batch_size):
+    if isinstance(x, Streamed):  # a torch Dataset or DataLoader, read in order
+        for xb, cb in x.in_order(batch_size):
+            yield _args(xb, cb)
+        return
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
         yield _args(x[start:stop], None if c is None else c[start:stop])
@@ -27,9 +32,14 @@ def _per_batch(x, c, batch_size):
 
 def _setup(model, data, c, batch_size, what, needs_density):
     pair = as_pair(model)
-    x, c = prepare(data, pair.module, c)
+    data = materialize(data)
+    if is_streamable(data):
+        x = streamed(data, pair.module, c, None, "data")
+        probe = _args(*x.head(2))
+    else:
+        x, c = prepare(data, pair.module, c)
+        probe = _args(x[:2], None if c is None else c[:2])
     batch_size = positive_int("batch_size", batch_size)
-    probe = _args(x[:2], None if c is None else c[:2])
     with torch.no_grad():
         if needs_density:
             importance.check_guide_has_density(pair.guide, probe, what)

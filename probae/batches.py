@@ -11,7 +11,9 @@
   non-blocking copies to CUDA. With ``in_memory=None`` a data set that fits in
   ``memory_budget`` bytes is read once and then kept in memory;
 - a :class:`~torch.utils.data.DataLoader`: streamed as it is (its own sampler
-  and batch size).
+  and batch size). A DataLoader built without ``generator=`` draws its workers'
+  seed from PyTorch's global generator each epoch, which shifts the model's
+  random draws: give it a generator for runs that must repeat exactly.
 
 A streamed epoch visits the points in the same order as an in-memory epoch (one
 permutation drawn from PyTorch's global generator at the start of the epoch, or
@@ -203,7 +205,8 @@ class Streamed:
     def head(self, n: int):
         """The first ``n`` points, read in this process."""
         if self.loader is not None:
-            return next(iter(self.batches(None, None)))
+            x, c = next(iter(self.batches(None, None)))
+            return x[:n], None if c is None else c[:n]
         items = [_Indexed(self.dataset, self.c == "label")[i] for i in range(min(n, len(self)))]
         return self._to_batch(torch.utils.data.default_collate(items))
 
@@ -257,7 +260,7 @@ def _read_all(dataset, num_workers) -> _data.Dataset:
     return _data.Dataset(torch.cat(xs), None if y is None else y.long())
 
 
-def materialize(data, in_memory=None, num_workers: int = 0, memory_budget: int = MEMORY_BUDGET):
+def materialize(data, in_memory=None, num_workers: int = 0, memory_budget: int | None = None):
     """``data`` as a :class:`probae.data.Dataset` where it is (or should be) held in
     memory, otherwise ``data`` itself (a torch Dataset or DataLoader to stream).
 
@@ -274,7 +277,8 @@ def materialize(data, in_memory=None, num_workers: int = 0, memory_budget: int =
         x, y = _tensor_dataset(data)
         return _data.Dataset(x, y)
     if is_streamable(data) and not isinstance(data, torch.utils.data.DataLoader):
-        if in_memory or (in_memory is None and _fits(data, memory_budget)):
+        budget = MEMORY_BUDGET if memory_budget is None else memory_budget
+        if in_memory or (in_memory is None and _fits(data, budget)):
             return _read_all(data, num_workers)
     return data
 

@@ -48,6 +48,8 @@ def _base(fn):
 def _per_dimension(q, p):
     """KL(q || p) per element of the event, or None where no closed form exists."""
     q, p = _base(q), _base(p)
+    if q.event_shape != () or p.event_shape != () or isinstance(q, Delta):
+        return None  # not factorized per dimension, or a point mass (no KL)
     try:
         kl = kl_divergence(q, p)
     except NotImplementedError:

@@ -171,3 +171,24 @@ def test_tensorboard_logs_the_history(device, digits, tmp_path):
     assert [e.value for e in events.Scalars("kl_per_dim/0")] == pytest.approx(
         [row[0] for row in history.kl_per_dim], rel=1e-6
     )
+
+
+def test_training_pictures_from_a_history(device, digits, tmp_path):
+    import matplotlib.image
+
+    from probae import viz
+
+    history = probae.fit(_vae(device), digits[0], epochs=3, batch_size=64, loss="meanfield",
+                         validation=digits[1])  # fmt: skip
+    for path in (
+        viz.rate_distortion(history, tmp_path / "rd.png"),
+        viz.kl_per_dimension(history, tmp_path / "kl.png"),
+    ):
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 50 and image[..., :3].std() > 0.01
+    with pytest.raises(ValueError, match="KL per dimension"):
+        viz.kl_per_dimension(probae.History(), tmp_path / "none.png")
+    with pytest.raises(ValueError, match="rate and distortion"):
+        viz.rate_distortion(
+            {"epoch": [1], "rate": [None], "distortion": [None]}, tmp_path / "x.png"
+        )

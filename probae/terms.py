@@ -138,9 +138,10 @@ class LossTerms:
         for name, site in guide_trace.nodes.items():
             if site["type"] == "sample" and name not in model_trace.nodes:
                 penalty = penalty + site["log_prob_sum"]  # auxiliary sites enter as -log q
+        # device tensors throughout: reading them is left to the caller (no sync here)
         like = zero if zero is not None else torch.zeros(())
         return {
-            key: torch.as_tensor(value, dtype=like.dtype, device=like.device).detach()
+            key: (value.detach() if torch.is_tensor(value) else like.new_full((), value))
             / self.num_particles
             for key, value in zip(NAMES, (distortion, rate, penalty), strict=True)
         }

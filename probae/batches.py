@@ -243,7 +243,7 @@ def _fits(dataset, budget) -> bool:
     return len(dataset) * torch.as_tensor(x).numel() * 4 <= budget
 
 
-def _read_all(dataset, num_workers) -> _data.Dataset:
+def _read_all(dataset, num_workers, x_shape=None) -> _data.Dataset:
     first = dataset[0]
     with_label = isinstance(first, (tuple, list)) and len(first) > 1
     loader = torch.utils.data.DataLoader(
@@ -257,10 +257,33 @@ def _read_all(dataset, num_workers) -> _data.Dataset:
     y = torch.cat(ys) if ys else None
     if y is not None and (y.dim() != 1 or y.is_floating_point()):
         y = None  # not class labels
-    return _data.Dataset(torch.cat(xs), None if y is None else y.long())
+    return _data.Dataset(_shaped(torch.cat(xs), x_shape), None if y is None else y.long())
 
 
-def materialize(data, in_memory=None, num_workers: int = 0, memory_budget: int | None = None):
+def _shaped(x, x_shape):
+    """Points in the model's shape where only the layout differs (images ``(C, H, W)``
+    for a model of flat vectors, or the reverse)."""
+    if x_shape is None or tuple(x.shape[1:]) == tuple(x_shape):
+        return x
+    if x.shape[1:].numel() == torch.Size(x_shape).numel():
+        return x.reshape(x.shape[0], *x_shape)
+    return x
+
+
+def read_all(data, x_shape=None) -> _data.Dataset:
+    """A torch Dataset or DataLoader read whole into a :class:`probae.data.Dataset`
+    (points reshaped to ``x_shape`` where only the layout differs)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        data = data.dataset
+    if isinstance(data, torch.utils.data.TensorDataset):
+        x, y = _tensor_dataset(data)
+        return _data.Dataset(_shaped(x, x_shape), y)
+    return _read_all(data, 0, x_shape)
+
+
+def materialize(
+    data, in_memory=None, num_workers: int = 0, memory_budget: int | None = None, x_shape=None
+):
     """``data`` as a :class:`probae.data.Dataset` where it is (or should be) held in
     memory, otherwise ``data`` itself (a torch Dataset or DataLoader to stream).
 
@@ -268,18 +291,19 @@ def materialize(data, in_memory=None, num_workers: int = 0, memory_budget: int |
         it, None (default) keeps it in memory when it fits in ``memory_budget`` bytes
         (as float32). Random transforms of a data set are drawn once when it is read
         into memory: pass False to draw them afresh every epoch.
+    :param tuple x_shape: the model's point shape; points read into memory are
+        reshaped to it where only the layout differs.
     """
     if in_memory not in (None, True, False):
         raise TypeError(f"in_memory must be True, False or None, got {in_memory!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
     if isinstance(data, torch.utils.data.TensorDataset) and in_memory is not False:
-        x, y = _tensor_dataset(data)
-        return _data.Dataset(x, y)
+        return read_all(data, x_shape)
     if is_streamable(data) and not isinstance(data, torch.utils.data.DataLoader):
         budget = MEMORY_BUDGET if memory_budget is None else memory_budget
         if in_memory or (in_memory is None and _fits(data, budget)):
-            return _read_all(data, num_workers)
+            return _read_all(data, num_workers, x_shape)
     return data
 
 
@@ -324,7 +348,7 @@ def source(
         to be finite and in the likelihood's support, saving the checks).
     :returns: an :class:`InMemory` or a :class:`Streamed`.
     """
-    data = materialize(data, in_memory, num_workers)
+    data = materialize(data, in_memory, num_workers, x_shape=getattr(module, "x_shape", None))
     if is_streamable(data):
         return streamed(data, module, c, condition, name, num_workers, check and check_support)
     c = _data.resolve_condition(data, condition, c, getattr(module, "c_shape", None), name)

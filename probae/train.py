@@ -1,7 +1,8 @@
 r"""Training: :func:`fit` runs stochastic variational inference on any model/guide pair.
 
-Each step draws a minibatch (sliced from tensors already on the model's device),
-evaluates a Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
+Each step draws a minibatch (sliced from tensors already on the model's device, or
+streamed from a torch Dataset or DataLoader, :mod:`probae.batches`), evaluates a
+Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
 
 - ``loss="elbo"``: :class:`~pyro.infer.Trace_ELBO`, the reparameterized Monte Carlo ELBO;
 - ``loss="meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, with the KL term in
@@ -22,6 +23,11 @@ store, so two models in one process never share parameters), while any
 parameter trace on every step, exactly as :class:`pyro.infer.SVI` does.
 The optimizer is a PyTorch optimizer, so a distributed wrapper
 (DistributedDataParallel) can wrap the same loop.
+
+Around the steps the loop calls callbacks (:mod:`probae.callbacks`: the History,
+checkpoints, the progress bar, early stopping, TensorBoard) and applies schedules
+(:mod:`probae.schedules`: learning rate, KL warm-up, capacity); the loss's terms
+(:mod:`probae.terms`) are read off the traces the ELBO builds.
 """
 
 from __future__ import annotations
@@ -310,7 +316,8 @@ def _fit(
     _decorrelate_ranks()
 
     c_shape = getattr(module, "c_shape", None)
-    data = batches.materialize(data, in_memory, num_workers)
+    x_shape = getattr(module, "x_shape", None)
+    data = batches.materialize(data, in_memory, num_workers, x_shape=x_shape)
     if batches.is_streamable(data):
         if binarize == "static":
             raise ValueError(
@@ -325,7 +332,7 @@ def _fit(
         train = batches.InMemory(*_training_data(data, module, c, binarize, "data"))
     val = None
     if validation is not None:
-        validation = batches.materialize(validation, in_memory, num_workers)
+        validation = batches.materialize(validation, in_memory, num_workers, x_shape=x_shape)
         if batches.is_streamable(validation):
             val = batches.streamed(
                 validation,

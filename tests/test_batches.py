@@ -57,9 +57,9 @@ def test_streamed_training_gives_the_in_memory_parameters(device, digits, num_wo
 
 
 def test_a_small_torch_dataset_is_held_in_memory(digits):
-    held = batches.materialize(Items(digits.x, digits.y))
+    held = batches.materialize(Items(digits.x, digits.y), x_shape=(64,))
     assert isinstance(held, data.Dataset)
-    assert torch.equal(held.x.reshape(len(held), -1), digits.x)
+    assert torch.equal(held.x, digits.x)  # (1, 8, 8) items laid out as the model's (64,)
     assert torch.equal(held.y, digits.y)
     assert batches.materialize(Items(digits.x, digits.y), in_memory=False).__class__ is Items
 
@@ -103,3 +103,35 @@ def test_a_dataloader_keeps_its_own_batches(device, digits):
     vae = VAE((64,), 4, hidden=(16,)).to(device)
     history = probae.fit(vae, loader, epochs=3, lr=1e-2)
     assert len(history) == 3 and history.train_loss[-1] < history.train_loss[0]
+
+
+def test_streamed_labels_condition_a_cvae_as_in_memory(device, digits):
+    if device.type != "cpu":
+        pytest.skip("bitwise equality is promised on CPU")
+    from probae import CVAE
+
+    def train(data_, **kwargs):
+        pyro.set_rng_seed(0)
+        cvae = CVAE((64,), (10,), 3, hidden=(16,)).to(device)
+        probae.fit(cvae, data_, epochs=2, batch_size=32, seed=2, binarize="dynamic",
+                   condition="label", **kwargs)  # fmt: skip
+        return cvae
+
+    in_memory = train(digits)
+    streamed = train(Items(digits.x, digits.y), in_memory=False)
+    for key, value in in_memory.state_dict().items():
+        assert torch.equal(value, streamed.state_dict()[key]), key
+
+
+def test_every_estimator_takes_a_torch_dataset(device, digits, monkeypatch):
+    vae, _ = _train(device, digits)
+    x = data.binarize(digits.x[:30], seed=0)
+    items = Items(x, digits.y[:30])
+    monkeypatch.setattr(batches, "MEMORY_BUDGET", 0)
+    expected = evaluate.reconstruction_error(vae, x)
+    assert torch.equal(evaluate.reconstruction_error(vae, items), expected)
+    pyro.set_rng_seed(1)
+    bits = evaluate.bits_per_dim(vae, items, num_samples=10)
+    pyro.set_rng_seed(1)
+    assert bits == evaluate.bits_per_dim(vae, x, num_samples=10)
+    assert evaluate.active_units(vae, items).count == evaluate.active_units(vae, x).count

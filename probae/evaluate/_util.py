@@ -32,7 +32,7 @@ def _per_batch(x, c, batch_size):
 
 def _setup(model, data, c, batch_size, what, needs_density):
     pair = as_pair(model)
-    data = materialize(data)
+    data = materialize(data, x_shape=getattr(pair.module, "x_shape", None))
     if is_streamable(data):
         x = streamed(data, pair.module, c, None, "data")
         probe = _args(*x.head(2))
@@ -73,6 +73,10 @@ def _arviz():
 def _data_tensor(data):
     from ..data import as_tensor
 
+    if is_streamable(data):  # only its shape and size are needed: read one batch
+        stream = streamed(materialize(data), None, None, None, "data")
+        x = stream.head(1)[0]
+        return torch.empty(len(stream), *x.shape[1:], device="meta")  # shape only
     x = as_tensor(data)
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")

@@ -83,7 +83,9 @@ class LossTerms:
         self.kl_per_dim = None
         self.means = []
         if self.supported:
-            original = elbo._get_traces
+            # an objective reused by a second fit is wrapped once, around Pyro's own method
+            original = getattr(elbo, "_probae_get_traces", elbo._get_traces)
+            elbo._probae_get_traces = original
 
             def _get_traces(model, guide, args, kwargs):
                 self.last = None

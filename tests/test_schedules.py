@@ -92,3 +92,6 @@ def test_capacity_schedule_drives_training(device, digits):
     # the KL follows C up to its maximum (reached at epoch 10), then stays near it
     assert sum(history.rate[:3]) / 3 < 1.0
     assert sum(history.rate[-4:]) / 4 == pytest.approx(3.0, abs=0.6)
+    # reused by a second run, its terms are still counted once
+    again = probae.fit(vae, digits, epochs=1, batch_size=32, lr=1e-2, kl_schedule=capacity)
+    assert again.rate[0] == pytest.approx(history.rate[-1], rel=0.5)

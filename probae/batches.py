@@ -13,7 +13,9 @@
 - a :class:`~torch.utils.data.DataLoader`: streamed as it is (its own sampler
   and batch size). A DataLoader built without ``generator=`` draws its workers'
   seed from PyTorch's global generator each epoch, which shifts the model's
-  random draws: give it a generator for runs that must repeat exactly.
+  random draws: give it a generator for runs that must repeat exactly. Under
+  ``torchrun`` a DataLoader is read as it is: give it a
+  :class:`~torch.utils.data.DistributedSampler` so that ranks read different points.
 
 A streamed epoch visits the points in the same order as an in-memory epoch (one
 permutation drawn from PyTorch's global generator at the start of the epoch, or

@@ -377,72 +377,66 @@ def _fit(
             raise ValueError("schedules.Capacity needs a model without enumerated sites")
         objective = kl_schedule
     recorder = LossTerms(getattr(objective, "elbo", objective))
-    autocast, hooks = _autocast(precision, device, module)
-    try:
-        with poutine.trace(param_only=True) as capture, autocast():
-            probe_loss = objective.differentiable_loss(pair.model, pair.guide, *probe)
-        params.add_from_trace(capture.trace)
-        if not params.params:
-            raise ValueError("the model and guide have no parameters to train")
-        optim = (
-            optimizer(params.params)
-            if optimizer is not None
-            else torch.optim.Adam(params.params, lr=lr)
-        )
-        if world > 1:
-            # DistributedDataParallel averages the gradients of the ranks' per-point losses.
-            grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
-            unused = any(g is None for g in grads)
-            loss_of = distributed.wrap_loss(module, objective, pair.model, pair.guide, unused)
-        else:
+    autocast = _autocast(precision, device, module)
+    with poutine.trace(param_only=True) as capture, autocast():
+        probe_loss = objective.differentiable_loss(pair.model, pair.guide, *probe)
+    params.add_from_trace(capture.trace)
+    if not params.params:
+        raise ValueError("the model and guide have no parameters to train")
+    optim = (
+        optimizer(params.params)
+        if optimizer is not None
+        else torch.optim.Adam(params.params, lr=lr)
+    )
+    if world > 1:
+        # DistributedDataParallel averages the gradients of the ranks' per-point losses.
+        grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
+        unused = any(g is None for g in grads)
+        loss_of = distributed.wrap_loss(module, objective, pair.model, pair.guide, unused)
+    else:
 
-            def loss_of(*args):
-                return objective.differentiable_loss(pair.model, pair.guide, *args)
+        def loss_of(*args):
+            return objective.differentiable_loss(pair.model, pair.guide, *args)
 
-        history = History()
-        start_epoch, step = 0, 0
-        checkpoint = None
-        if checkpoint_dir is not None:
-            checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            if resume and checkpoint.exists():
-                start_epoch, step, history = _restore(checkpoint, module, params, optim, device)
-                _decorrelate_ranks()
-        is_writer = distributed.rank() == 0
+    history = History()
+    start_epoch, step = 0, 0
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if resume and checkpoint.exists():
+            start_epoch, step, history = _restore(checkpoint, module, params, optim, device)
+            _decorrelate_ranks()
+    is_writer = distributed.rank() == 0
 
-        state = _callbacks.TrainingState(
-            module=module,
-            optimizer=optim,
-            history=history,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            epoch=start_epoch,
-            step=step,
-            is_writer=is_writer,
-            checkpoint_dir=checkpoint_dir,
-            has_validation=val is not None,
-            state_dict=lambda: _weights(module, params),
-            load_state_dict=lambda weights: _load_weights(weights, module),
-        )
-        state.write_checkpoint = lambda path: write_checkpoint(
-            _checkpoint_state(state.epoch, state.step, module, params, optim, history, target_beta),
-            path,
-        )
-        hooked = [_callbacks.HistoryRecorder(), *extra_callbacks]
-        if checkpoint is not None:
-            hooked.append(_callbacks.Checkpoint(checkpoint_dir))
-        bar = _callbacks.ProgressBar(_progress_enabled(progress))
-        hooked.append(bar)
-        scheduled = [s for s in (lr_schedule, kl_schedule) if s is not None]
-        _loop(
-            state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
-            recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
-        )  # fmt: skip
-    finally:
-        for handle in hooks:
-            handle.remove()
-        if target_beta is not None and kl_schedule is not None:
-            module.beta = target_beta
+    state = _callbacks.TrainingState(
+        module=module,
+        optimizer=optim,
+        history=history,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        epoch=start_epoch,
+        step=step,
+        is_writer=is_writer,
+        checkpoint_dir=checkpoint_dir,
+        has_validation=val is not None,
+        state_dict=lambda: _weights(module, params),
+        load_state_dict=lambda weights: _load_weights(weights, module),
+    )
+    state.write_checkpoint = lambda path: write_checkpoint(
+        _checkpoint_state(state.epoch, state.step, module, params, optim, history, target_beta),
+        path,
+    )
+    hooked = [_callbacks.HistoryRecorder(), *extra_callbacks]
+    if checkpoint is not None:
+        hooked.append(_callbacks.Checkpoint(checkpoint_dir))
+    bar = _callbacks.ProgressBar(_progress_enabled(progress))
+    hooked.append(bar)
+    scheduled = [s for s in (lr_schedule, kl_schedule) if s is not None]
+    _loop(
+        state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
+        recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
+    )  # fmt: skip
     return history
 
 
@@ -567,9 +561,10 @@ def _float32_outputs(module, inputs, output):
 
 
 def _autocast(precision, device, module):
-    """A context factory for the loss under ``precision``, and the hooks it installed."""
+    """A context factory for the loss under ``precision``: bfloat16 autocast, with the
+    module's children (its networks) returning float32 while it is entered."""
     if precision in (None, "fp32", "float32"):
-        return contextlib.nullcontext, []
+        return contextlib.nullcontext
     if precision not in ("bf16", "bfloat16"):
         raise ValueError(f"precision must be None or 'bf16', got {precision!r}")
     if module is None:
@@ -583,8 +578,18 @@ def _autocast(precision, device, module):
             raise ValueError(f"precision='bf16' is not supported on {device}")
     elif device.type != "cpu":
         raise ValueError(f"precision='bf16' is supported on CPU and CUDA, not {device.type}")
-    hooks = [child.register_forward_hook(_float32_outputs) for child in module.children()]
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), hooks
+
+    @contextlib.contextmanager
+    def bf16():
+        hooks = [child.register_forward_hook(_float32_outputs) for child in module.children()]
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        finally:
+            for handle in hooks:
+                handle.remove()
+
+    return bf16
 
 
 def _decorrelate_ranks():

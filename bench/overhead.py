@@ -16,6 +16,9 @@ figure is the median over repeats of the mean time of ``--steps`` steps. The
 probae step is timed with Pyro's argument validation on (Pyro's default) and
 off (``pyro.validation_enabled(False)``), and ``probae.fit`` itself is timed on
 whole epochs, so that the replica of its step cannot drift from the real loop.
+The step is also timed with what fit adds around it (the loss's terms read off
+the ELBO's traces, the History and progress-bar callbacks), against the bare
+step: the cost of the callbacks and History terms per step.
 
     python bench/overhead.py                 # cpu, one thread
     python bench/overhead.py --device cuda
@@ -37,7 +40,9 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 
 import probae
 from probae import VAE, likelihoods, priors
-from probae.train import _Parameters
+from probae.callbacks import HistoryRecorder, ProgressBar, TrainingState
+from probae.terms import LossTerms
+from probae.train import History, _call, _Parameters
 
 X_DIM, Z_DIM, HIDDEN = 784, 20, 400
 LOG_2PI = math.log(2 * math.pi)
@@ -72,6 +77,26 @@ class ProbaeStep:
         return value
 
 
+class ProbaeStepWithCallbacks(ProbaeStep):
+    """The same step with what probae.fit adds around it: the loss's terms read off the
+    ELBO's traces (probae.terms.LossTerms) and the callbacks fit always calls (the
+    History recorder, a disabled progress bar) with them."""
+
+    def __init__(self, vae, lr):
+        super().__init__(vae, lr)
+        self.recorder = LossTerms(self.elbo)
+        self.state = TrainingState(vae, self.optim, History(), epochs=1, steps_per_epoch=1)
+        self.hooked = [HistoryRecorder(), ProgressBar(enabled=False)]
+        _call(self.hooked, "on_train_begin", self.state)
+        _call(self.hooked, "on_epoch_begin", self.state)
+
+    def __call__(self, x):
+        value = super().__call__(x)
+        self.state.step += 1
+        _call(self.hooked, "on_step_end", self.state, value, self.recorder.last, x.shape[0])
+        return value
+
+
 class HandStep:
     """The same single-sample ELBO written directly in PyTorch."""
 
@@ -98,6 +123,25 @@ class HandStep:
         (loss / x.shape[0]).backward()
         self.optim.step()
         return value
+
+
+def added_work_seconds(vae, x, repeats: int = 200) -> float:
+    """Seconds per step of only what fit adds around the step: the loss's terms read
+    off one step's traces and the callbacks' on_step_end, timed alone (a direct
+    figure that the noise of whole steps on a busy machine cannot hide)."""
+    step = ProbaeStepWithCallbacks(vae, 1e-3)
+    elbo = step.elbo
+    model_trace, guide_trace = next(iter(elbo._probae_get_traces(vae.model, vae.guide, (x,), {})))
+    recorder = step.recorder
+    with torch.no_grad():
+        began = time.perf_counter()
+        for _ in range(repeats):
+            recorder.last = None
+            recorder._record(model_trace, guide_trace)
+            _call(step.hooked, "on_step_end", step.state, 1.0, recorder.last, x.shape[0])
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        return (time.perf_counter() - began) / repeats
 
 
 def same_noise_losses(vae, hand, x, seed: int = 1) -> tuple:
@@ -169,6 +213,7 @@ def main(argv=None):
         "hand": hand,
         "probae": ProbaeStep(vae, args.lr),
         "probae_novalidate": ProbaeStep(copy.deepcopy(vae), args.lr),
+        "probae_callbacks": ProbaeStepWithCallbacks(copy.deepcopy(vae), args.lr),
     }
 
     def run(name, steps):
@@ -193,6 +238,7 @@ def main(argv=None):
     fit_vae = copy.deepcopy(vae)
     fit_step = _time_fit(fit_vae, data.to(device), args.batch_size, args.fit_epochs, device)
 
+    added = statistics.median(added_work_seconds(copy.deepcopy(vae), x) for _ in range(5))
     median = {name: statistics.median(values) for name, values in times.items()}
     ms = {name: 1e3 * value for name, value in median.items()}
     print(
@@ -212,11 +258,26 @@ def main(argv=None):
             f"(median of per-repeat ratios {statistics.median(ratios[name]):.3f})"
         )
     print(
+        f"  probae step + loss terms, History     {ms['probae_callbacks']:7.3f} ms   "
+        f"ratio {median['probae_callbacks'] / median['hand']:.3f}"
+    )
+    print(
         f"  probae.fit, whole epochs, per step    {1e3 * fit_step:7.3f} ms   "
         f"ratio {fit_step / median['hand']:.3f}"
     )
     print(
         f"overhead ratio (probae step / hand-written step): {median['probae'] / median['hand']:.3f}"
+    )
+    extra = statistics.median(
+        [c / p for c, p in zip(times["probae_callbacks"], times["probae"], strict=True)]
+    )
+    print(
+        f"callbacks and History terms per step: {100 * (extra - 1):+.1f}% "
+        "(median of per-repeat ratios against the step without them)"
+    )
+    print(
+        f"  that added work timed alone: {1e6 * added:.1f} us per step, "
+        f"{100 * added / median['probae']:.2f}% of the probae step"
     )
 
 

@@ -51,8 +51,15 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     """Returns ``(x, c)`` as checked tensors on the module's device.
 
     Checks shape and dtype against the module's ``x_shape`` and the values against
-    its likelihood's support, once per call (not per batch).
+    its likelihood's support, once per call (not per batch). A torch Dataset or
+    DataLoader is read into memory here (see :mod:`probae.batches` for streaming).
     """
+    if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)) and not (
+        isinstance(data, _data.Dataset)
+    ):
+        from .batches import read_all
+
+        data = read_all(data, getattr(module, "x_shape", None))
     x = _data.as_tensor(data, name)
     if not torch.is_floating_point(x):
         raise TypeError(f"{name} must hold floating-point values, got dtype {x.dtype}")

@@ -8,11 +8,14 @@ Each training run lives in a *run directory* that holds
 - ``checkpoint.pt``: written atomically by :func:`probae.fit` after every
   epoch, in the format of :mod:`probae.saving` (the model's class, options and
   weights, and the training state), so ``probae.load(run_dir)`` loads it;
-- ``history.csv``: the loss per epoch;
+- ``history.csv``: the loss per epoch and its terms (rate, distortion, penalty),
+  with the test split's loss, terms, KL per latent dimension and active units;
 - PNG pictures: ``samples.png`` (a class-by-sample grid for the cvae; none for
   the deterministic autoencoders, which draw ``filters.png`` instead),
-  ``reconstructions.png``, ``latent.png``, ``history.png``; and
-  ``metrics.json`` once the run is evaluated.
+  ``reconstructions.png``, ``latent.png``, ``history.png``,
+  ``rate_distortion.png``, ``kl_per_dimension.png``; and
+  ``metrics.json`` once the run is evaluated;
+- ``tensorboard/`` with ``--tensorboard``.
 
 ``probae train --model NAME`` builds any family in
 :data:`probae.models.families.FAMILIES`: ``vae``,
@@ -47,6 +50,7 @@ import torch
 from . import __version__, evaluate, importance, likelihoods, priors, saving, viz
 from . import data as _data
 from ._common import device_of
+from .callbacks import TensorBoard
 from .models import CVAE, SparseAE, families
 from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
 from .models.families import CORRUPTIONS, FAMILIES
@@ -180,7 +184,8 @@ def _add_model_options(parser) -> None:
     group.add_argument(
         "--data",
         metavar="NAME",
-        help=f"data set: {', '.join(_data.NAMES)} (default: {d['data']}, built in, no network)",
+        help=f"data set: {', '.join(_data.NAMES)} (default: {d['data']}, built in, no network), "
+        "or the path of a .npy/.pt file or of an image folder (root/CLASS/IMAGE)",
     )
     group.add_argument(
         "--root",
@@ -371,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run in --run-dir from its last checkpoint, with its stored "
         "options (only --epochs may change); starts a new run if the folder holds none",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log every epoch to TensorBoard, in RUN_DIR/tensorboard "
+        "(needs the tensorboard package)",
     )
     _add_model_options(train)
     _add_training_options(train, TRAIN_EPOCHS)
@@ -622,6 +633,10 @@ def _condition(model, ds: _data.Dataset):
 def _pictures(model, config: dict, run_dir: Path, history) -> list:
     """Writes the run's pictures; returns their paths."""
     written = [viz.history_plot(history, run_dir / "history.png")]
+    if any(r is not None for r in history.rate):
+        written.append(viz.rate_distortion(history, run_dir / "rate_distortion.png"))
+    if any(k is not None for k in history.kl_per_dim):
+        written.append(viz.kl_per_dimension(history, run_dir / "kl_per_dimension.png"))
     test = _load_data(config, "test")
     c = _condition(model, test)
     shape = test.image_shape
@@ -645,7 +660,7 @@ def _pictures(model, config: dict, run_dir: Path, history) -> list:
     return written
 
 
-def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple:
+def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorboard=False) -> tuple:
     train = _load_data(config, "train")
     if config["binarize"] != "none" and ((train.x < 0) | (train.x > 1)).any():
         raise CommandError(
@@ -684,6 +699,10 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress) -> tuple
             seed=config["seed"],
             progress=progress,
             condition="label" if conditional else None,
+            # scored after every epoch for the History's terms (rate, distortion, KL per
+            # dimension, active units); training never sees it
+            validation=_load_data(config, "test"),
+            callbacks=[TensorBoard(run_dir / "tensorboard")] if tensorboard else None,
         )
     except KeyboardInterrupt:
         raise CommandError(
@@ -801,7 +820,9 @@ def cmd_train(args) -> int:
                 f"--epochs {config['epochs']} would go back (give {done} or more)"
             )
         print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
-    model, history, seconds, pictures = _train(config, run_dir, has_run, device, args.progress)
+    model, history, seconds, pictures = _train(
+        config, run_dir, has_run, device, args.progress, tensorboard=args.tensorboard
+    )
     last = history.train_loss[-1] if len(history) else float("nan")
     print(
         f"trained {config['model']} on {config['data']} for {config['epochs']} "

@@ -15,6 +15,11 @@ Built in:
   ``root`` (the original gzip files in ``root/MNIST/raw`` or
   ``root/FashionMNIST/raw`` are enough; nothing is downloaded when they are there).
 - ``"moons"``, ``"spiral"``: 2-D toy sets for pictures.
+- ``"cifar10"``, ``"svhn"``, ``"celeba"`` (64x64), ``"image-folder"``: images read
+  from ``root`` in their published on-disk layouts (:func:`cifar10`, :func:`svhn`,
+  :func:`celeba`, :func:`image_folder`); ``.npy``/``.pt`` files by path
+  (:func:`from_file`). :func:`open_images` gives CelebA or a folder as a streamed
+  :class:`ImageFiles` for :func:`probae.fit`.
 """
 
 from __future__ import annotations
@@ -62,17 +67,23 @@ def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Da
     """Loads a data set into memory.
 
     :param str name: one of ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, ``"moons"``,
-        ``"spiral"``.
+        ``"spiral"``, ``"cifar10"``, ``"svhn"``, ``"celeba"``, ``"image-folder"`` (from
+        ``root``), or the path of a ``.npy``/``.pt`` file or of an image folder.
     :param str split: ``"train"`` or ``"test"``.
     :param root: folder holding ``MNIST/raw`` or ``FashionMNIST/raw`` (torchvision's
         layout); needed for the MNIST family only.
     :param bool flatten: images as vectors ``(N, H*W)`` (True) or ``(N, C, H, W)``.
     """
     key = str(name).lower().replace("_", "-")
-    if key not in NAMES:
-        raise ValueError(f"unknown data set name={name!r}; expected one of {list(NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    path = os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+    if key not in NAMES and path and (path.endswith((".npy", ".pt")) or os.path.isdir(path)):
+        return _from_disk(path, split, root, flatten)
+    if key in DISK_NAMES:
+        return _from_disk(key, split, root, flatten)
+    if key not in NAMES:
+        raise ValueError(f"unknown data set name={name!r}; expected one of {list(NAMES)}")
     if key == "digits":
         ds = _digits(split)
     elif key in ("mnist", "fashion-mnist"):
@@ -407,3 +418,232 @@ def quadrants(name: str = "digits", observed: int = 1, root=None, binarize: bool
 
 
 __all__ += ["ConditionalDataset", "QuadrantTask", "one_hot", "quadrants", "resolve_condition"]
+
+
+# -- image data sets and files from disk ------------------------------------------------
+#
+# Read from the files in their published layouts (no download, no checksum of the
+# originals, so a copy made for tests reads the same way). Images come as floats in
+# [0, 1], channels first.
+
+HELD_OUT = 0.1  # the test share of a data set that has no split of its own
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files read one at a time, for data sets too large to hold in memory:
+    items ``(x, y)`` with ``x`` a float tensor ``(C, H, W)`` in [0, 1].
+
+    :param list paths: image files.
+    :param labels: one integer per file, or None (labels 0).
+    :param int crop: side of the central square cut first (None: none).
+    :param int size: side the (cropped) image is resized to (None: as it is).
+    """
+
+    def __init__(self, paths, labels=None, crop=None, size=None, name="images"):
+        self.paths, self.labels = list(paths), labels
+        self.crop, self.size, self.name = crop, size, name
+        if not self.paths:
+            raise FileNotFoundError(f"no image files for data set {name!r}")
+        first = self[0][0]
+        self.image_shape = tuple(first.shape)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            image = image.convert("RGB")
+            if self.crop is not None:
+                width, height = image.size
+                left, top = (width - self.crop) // 2, (height - self.crop) // 2
+                image = image.crop((left, top, left + self.crop, top + self.crop))
+            if self.size is not None:
+                image = image.resize((self.size, self.size), Image.BILINEAR)
+            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        x = pixels.permute(2, 0, 1).float().div_(255.0)
+        return x, 0 if self.labels is None else int(self.labels[index])
+
+
+def _require(root, name, what):
+    if root is None:
+        raise ValueError(f"data set {name!r} needs root=: {what}")
+    root = os.fspath(root)
+    return root
+
+
+def _images(x_uint8_nhwc, labels, name, flatten) -> Dataset:
+    x = torch.as_tensor(x_uint8_nhwc).permute(0, 3, 1, 2).float().div_(255.0)
+    shape = tuple(x.shape[1:])
+    if flatten:
+        x = x.reshape(x.shape[0], -1)
+    return Dataset(x.contiguous(), torch.as_tensor(labels, dtype=torch.long), shape, name)
+
+
+def cifar10(split: str = "train", root=None, flatten: bool = True) -> Dataset:
+    """CIFAR-10 (Krizhevsky 2009) from ``root/cifar-10-batches-py`` (the python
+    pickles of the original archive): 50,000 training and 10,000 test images, 3x32x32."""
+    import pickle
+
+    root = _require(root, "cifar10", "a folder holding cifar-10-batches-py")
+    folder = os.path.join(root, "cifar-10-batches-py")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for file in names:
+        path = os.path.join(folder, file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"CIFAR-10 file {path} not found (unpack cifar-10-python.tar.gz in root)"
+            )
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.extend(batch[b"labels"])
+    x = np.concatenate(xs).transpose(0, 2, 3, 1)
+    return _images(x, ys, "cifar10", flatten)
+
+
+def svhn(split: str = "train", root=None, flatten: bool = True) -> Dataset:
+    """SVHN (Netzer et al. 2011), cropped digits, from ``root/train_32x32.mat`` and
+    ``root/test_32x32.mat``; label 10 (the digit 0) becomes 0."""
+    from scipy.io import loadmat
+
+    root = _require(root, "svhn", "a folder holding train_32x32.mat and test_32x32.mat")
+    path = os.path.join(root, f"{split}_32x32.mat")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"SVHN file {path} not found")
+    mat = loadmat(path)
+    x = np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2)  # (32, 32, 3, N) -> NHWC
+    y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
+    return _images(x, y, "svhn", flatten)
+
+
+def celeba(split: str = "train", root=None) -> ImageFiles:
+    """CelebA (Liu et al. 2015) aligned faces, from ``root/celeba/img_align_celeba``
+    and ``root/celeba/list_eval_partition.txt`` (torchvision's layout), as 64x64
+    images: the central 148x148 square resized to 64x64, as in most autoencoder papers.
+    ``"train"`` is the official training partition, ``"test"`` the test one. Streamed
+    (an :class:`ImageFiles`): 162,770 training images do not fit in memory as floats.
+    """
+    root = _require(root, "celeba", "a folder holding celeba/img_align_celeba")
+    folder = os.path.join(root, "celeba")
+    partition = os.path.join(folder, "list_eval_partition.txt")
+    if not os.path.isfile(partition):
+        raise FileNotFoundError(f"CelebA partition file {partition} not found")
+    wanted = "0" if split == "train" else "2"
+    with open(partition) as handle:
+        files = [line.split()[0] for line in handle if line.split()[1:2] == [wanted]]
+    paths = [os.path.join(folder, "img_align_celeba", f) for f in files]
+    return ImageFiles(paths, crop=148, size=64, name="celeba")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def image_folder(root, split: str = "train", size=None) -> ImageFiles:
+    """Images in torchvision's ``ImageFolder`` layout, ``root/<class>/<image>``,
+    labelled by class folder in sorted order. With ``root/train`` and ``root/test``
+    those are the splits; otherwise a seeded tenth of the files is the test split.
+
+    :param int size: resize to ``size x size`` (needed when the images differ in size).
+    """
+    root = os.fspath(root)
+    if os.path.isdir(os.path.join(root, split)):
+        root, held_out = os.path.join(root, split), False
+    else:
+        held_out = True
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise FileNotFoundError(
+            f"image folder {root!r} has no class folders (root/<class>/<image>)"
+        )
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted(os.listdir(os.path.join(root, name))):
+            if file.lower().endswith(IMAGE_SUFFIXES):
+                paths.append(os.path.join(root, name, file))
+                labels.append(label)
+    if held_out:
+        index = _held_out_split(len(paths), split)
+        paths, labels = [paths[i] for i in index], [labels[i] for i in index]
+    return ImageFiles(paths, labels, size=size, name="image-folder")
+
+
+def _held_out_split(n: int, split: str):
+    order = np.random.RandomState(0).permutation(n)
+    test = max(1, int(round(HELD_OUT * n))) if n > 1 else 0
+    return sorted(order[test:] if split == "train" else order[:test])
+
+
+def from_file(path, split: str = "train") -> Dataset:
+    """A data set from one ``.npy`` or ``.pt`` file: an array ``(N, ...)`` (uint8 images
+    are divided by 255), or for ``.pt`` a tensor or a dict with ``"x"`` (and ``"y"``).
+    A seeded tenth of the points is the ``"test"`` split, the rest ``"train"``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file {path!r} not found")
+    y = None
+    if path.endswith(".npy"):
+        x = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif path.endswith(".pt"):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            if "x" not in obj:
+                raise ValueError(f"{path!r} holds a dict without 'x'; expected keys 'x' (and 'y')")
+            x, y = obj["x"], obj.get("y")
+        else:
+            x = obj
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{path!r} must hold a tensor or a dict of tensors")
+    else:
+        raise ValueError(f"data file {path!r} must end in .npy or .pt")
+    if x.dim() < 2:
+        raise ValueError(f"data in {path!r} must have shape (N, ...), got {tuple(x.shape)}")
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    index = torch.as_tensor(_held_out_split(x.shape[0], split), dtype=torch.long)
+    shape = tuple(x.shape[1:]) if x.dim() == 4 else None
+    name = os.path.basename(path)
+    return Dataset(
+        x[index].reshape(len(index), -1).contiguous() if shape else x[index],
+        None if y is None else torch.as_tensor(y)[index].long(),
+        shape,
+        name,
+    )
+
+
+def _in_memory(files: ImageFiles, flatten: bool) -> Dataset:
+    loader = torch.utils.data.DataLoader(files, batch_size=512)
+    xs, ys = zip(*loader, strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    shape = tuple(x.shape[1:])
+    return Dataset(x.reshape(len(x), -1) if flatten else x, y, shape, files.name)
+
+
+def open_images(name: str, split: str = "train", root=None, size=None) -> ImageFiles:
+    """A streamed image data set: ``"celeba"`` or ``"image-folder"`` (``root`` the
+    folder). Pass it to :func:`probae.fit` as it is; :func:`load` reads it whole."""
+    key = str(name).lower().replace("_", "-")
+    if key == "celeba":
+        return celeba(split, root)
+    if key == "image-folder":
+        return image_folder(_require(root, key, "the image folder"), split, size)
+    raise ValueError(f"open_images knows 'celeba' and 'image-folder', got name={name!r}")
+
+
+def _from_disk(key: str, split: str, root, flatten: bool) -> Dataset:
+    """The :func:`load` branch for the data sets of this section."""
+    if key == "cifar10":
+        return cifar10(split, root, flatten)
+    if key == "svhn":
+        return svhn(split, root, flatten)
+    if key.endswith((".npy", ".pt")):
+        return from_file(key, split)
+    if key in ("celeba", "image-folder"):
+        return _in_memory(open_images(key, split, root), flatten)
+    return _in_memory(image_folder(key, split), flatten)  # a folder given by its path
+
+
+DISK_NAMES = ("cifar10", "svhn", "celeba", "image-folder")
+NAMES = NAMES + DISK_NAMES
+__all__ += ["ImageFiles", "cifar10", "svhn", "celeba", "image_folder", "from_file", "open_images"]

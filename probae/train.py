@@ -1,7 +1,8 @@
 r"""Training: :func:`fit` runs stochastic variational inference on any model/guide pair.
 
-Each step draws a minibatch (sliced from tensors already on the model's device),
-evaluates a Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
+Each step draws a minibatch (sliced from tensors already on the model's device, or
+streamed from a torch Dataset or DataLoader, :mod:`probae.batches`), evaluates a
+Pyro ELBO's differentiable loss, and takes a PyTorch optimizer step:
 
 - ``loss="elbo"``: :class:`~pyro.infer.Trace_ELBO`, the reparameterized Monte Carlo ELBO;
 - ``loss="meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, with the KL term in
@@ -22,10 +23,16 @@ store, so two models in one process never share parameters), while any
 parameter trace on every step, exactly as :class:`pyro.infer.SVI` does.
 The optimizer is a PyTorch optimizer, so a distributed wrapper
 (DistributedDataParallel) can wrap the same loop.
+
+Around the steps the loop calls callbacks (:mod:`probae.callbacks`: the History,
+checkpoints, the progress bar, early stopping, TensorBoard) and applies schedules
+(:mod:`probae.schedules`: learning rate, KL warm-up, capacity); the loss's terms
+(:mod:`probae.terms`) are read off the traces the ELBO builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -39,12 +46,14 @@ import pyro
 import torch
 from pyro import poutine
 
+from . import batches, distributed, importance, schedules
+from . import callbacks as _callbacks
 from . import data as _data
-from . import distributed, importance
 from ._common import as_pair, positive_int, prepare
 from .objectives import LOSSES, make_elbo
 from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
 from .saving import read_checkpoint as load_checkpoint
+from .terms import LossTerms
 
 __all__ = ["History", "fit", "load_checkpoint", "CHECKPOINT_NAME"]
 
@@ -53,13 +62,30 @@ BINARIZE = (None, "static", "dynamic")
 
 @dataclass
 class History:
-    """Per-epoch record of a training run (losses are per data point, in nats)."""
+    """Per-epoch record of a training run (losses are per data point, in nats).
+
+    ``distortion + rate + penalty`` is the training loss (see :mod:`probae.terms`;
+    None where the objective does not split); the ``val_`` entries are the same on
+    the validation data, ``kl_per_dim`` its closed-form KL per latent dimension
+    (None without a closed form) and ``active_units`` its number of dimensions
+    whose posterior mean varies across points by more than 0.01.
+    """
 
     epoch: list = field(default_factory=list)
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     beta: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    # the loss's terms per point (probae.terms): training means, then validation
+    distortion: list = field(default_factory=list)
+    rate: list = field(default_factory=list)
+    penalty: list = field(default_factory=list)
+    val_distortion: list = field(default_factory=list)
+    val_rate: list = field(default_factory=list)
+    val_penalty: list = field(default_factory=list)
+    kl_per_dim: list = field(default_factory=list)  # validation, per latent dimension
+    active_units: list = field(default_factory=list)  # validation, Burda et al. (2016)
+    lr: list = field(default_factory=list)
 
     def append(self, **row) -> None:
         for key, value in row.items():
@@ -79,7 +105,9 @@ class History:
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(list(rows))
-            writer.writerows(zip(*rows.values(), strict=True))
+            # a checkpoint of an older run may lack the newer columns
+            columns = [v if len(v) == len(self) else [None] * len(self) for v in rows.values()]
+            writer.writerows(zip(*columns, strict=True))
 
 
 # -- checkpoints ---------------------------------------------------------------------
@@ -151,25 +179,41 @@ def fit(
     progress: bool | None = None,
     validate: bool = False,
     condition=None,
+    *,
+    callbacks=None,
+    early_stopping=None,
+    lr_schedule=None,
+    kl_schedule=None,
+    clip_grad_norm: float | None = None,
+    precision: str | None = None,
+    num_workers: int = 0,
+    in_memory: bool | None = None,
+    check_data: bool = True,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
     :param model: a probae model, or a user's own ``(model, guide)`` pair of callables
         taking ``(x)`` or ``(x, c)``.
-    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param data: a :class:`~probae.data.Dataset`, a tensor of shape ``(N, ...)``, a
+        map-style :class:`torch.utils.data.Dataset` (items ``x`` or ``(x, y)``) or a
+        :class:`~torch.utils.data.DataLoader` (see :mod:`probae.batches`).
     :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
-    :param int batch_size: points per step.
+    :param int batch_size: points per step (a DataLoader keeps its own).
     :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``.
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
     :param float lr: learning rate of the default Adam optimizer.
     :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
     :param str binarize: ``"dynamic"`` (a fresh Bernoulli draw of every batch, for
-        Bernoulli likelihoods on grey levels), ``"static"`` (one draw, seeded) or None.
+        Bernoulli likelihoods on grey levels), ``"static"`` (one draw, seeded; in-memory
+        data only) or None.
     :param c: conditions, one row per data point (conditional models).
-    :param validation: data scored after every epoch (same loss, no gradient).
+    :param validation: data scored after every epoch (same loss, no gradient), in any
+        form ``data`` takes; the History then holds its loss terms, KL per latent
+        dimension and active units.
     :param validation_c: conditions of the validation data.
     :param int beta_warmup: epochs over which beta rises linearly to the model's
-        beta (KL annealing, Bowman et al. 2016); 0 for none.
+        beta (KL annealing, Bowman et al. 2016); 0 for none. Short for
+        ``kl_schedule=schedules.KLWarmup(beta_warmup)``.
     :param checkpoint_dir: folder for ``checkpoint.pt``, written atomically after
         every epoch (model, optimizer, RNG states, history).
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
@@ -181,6 +225,24 @@ def fit(
         rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
         tensor field of the data, or a tensor. Without either, a data set that carries
         its own ``c`` (:func:`probae.data.quadrants`) supplies it.
+    :param list callbacks: :class:`probae.callbacks.Callback` objects called around
+        every step and epoch (after the History, before checkpointing).
+    :param early_stopping: a patience in epochs, or a
+        :class:`probae.callbacks.EarlyStopping`: stop when the validation loss stops
+        improving and keep the best epoch's weights.
+    :param lr_schedule: ``"cosine"``, ``"step"``, ``"exponential"``, ``"warmup"``,
+        ``"warmup-cosine"``, a :class:`probae.schedules.Multiplier`, or a factory
+        ``optimizer -> torch.optim.lr_scheduler.LRScheduler`` (stepped once per epoch).
+    :param kl_schedule: a :class:`probae.schedules.KLWarmup` or
+        :class:`probae.schedules.Capacity` (which replaces the loss).
+    :param float clip_grad_norm: clip the gradients' total norm to this value.
+    :param str precision: ``"bf16"``: the networks run under bfloat16 autocast, their
+        outputs and every log-density and sum in float32; None for float32.
+    :param int num_workers: DataLoader workers for streamed data.
+    :param bool in_memory: for a torch Dataset: read it into memory once (True),
+        stream it (False), or hold it in memory when it fits (None).
+    :param bool check_data: check streamed batches (finite values in the likelihood's
+        support) as they arrive; False when the data is known to be valid.
     :returns: the :class:`History` of the whole run.
     """
     with pyro.validation_enabled(validate):
@@ -207,6 +269,15 @@ def _fit(
     progress,
     validate,
     condition,
+    callbacks,
+    early_stopping,
+    lr_schedule,
+    kl_schedule,
+    clip_grad_norm,
+    precision,
+    num_workers,
+    in_memory,
+    check_data,
 ):
     pair = as_pair(model)
     module = pair.module
@@ -222,40 +293,93 @@ def _fit(
         raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=")
+    if beta_warmup:
+        if kl_schedule is not None:
+            raise ValueError("give beta_warmup= or kl_schedule=, not both")
+        kl_schedule = schedules.KLWarmup(positive_int("beta_warmup", beta_warmup))
+    if kl_schedule is not None and not isinstance(
+        kl_schedule, (schedules.KLWarmup, schedules.Capacity)
+    ):
+        raise TypeError(
+            "kl_schedule must be a schedules.KLWarmup or schedules.Capacity, "
+            f"got {type(kl_schedule).__name__}"
+        )
+    lr_schedule = schedules.learning_rate(lr_schedule)
+    if clip_grad_norm is not None and not (
+        isinstance(clip_grad_norm, (int, float)) and clip_grad_norm > 0
+    ):
+        raise ValueError(f"clip_grad_norm must be a positive number, got {clip_grad_norm!r}")
+    extra_callbacks = _callback_list(callbacks, early_stopping)
     if seed is not None:
         pyro.set_rng_seed(seed)
     world = distributed.world_size()
     _decorrelate_ranks()
 
     c_shape = getattr(module, "c_shape", None)
-    c = _data.resolve_condition(data, condition, c, c_shape, "data")
-    if validation is not None and validation_c is None and not torch.is_tensor(condition):
-        validation_c = _data.resolve_condition(validation, condition, None, c_shape, "validation")
-    x, c = _training_data(data, module, c, binarize, "data")
+    x_shape = getattr(module, "x_shape", None)
+    data = batches.materialize(data, in_memory, num_workers, x_shape=x_shape)
+    if batches.is_streamable(data):
+        if binarize == "static":
+            raise ValueError(
+                "binarize='static' needs in-memory data (one seeded draw of the whole set); "
+                "use binarize='dynamic' or binarize the data first"
+            )
+        train = batches.streamed(
+            data, module, c, condition, "data", num_workers, check_data and binarize is None
+        )
+    else:
+        c = _data.resolve_condition(data, condition, c, c_shape, "data")
+        train = batches.InMemory(*_training_data(data, module, c, binarize, "data"))
     val = None
     if validation is not None:
-        val = _training_data(validation, module, validation_c, binarize, "validation")
-        if binarize == "dynamic":  # one fixed draw, so epochs are comparable
-            val = (_data.binarize(val[0], seed=0), val[1])
+        validation = batches.materialize(validation, in_memory, num_workers, x_shape=x_shape)
+        if batches.is_streamable(validation):
+            val = batches.streamed(
+                validation,
+                module,
+                validation_c,
+                None if torch.is_tensor(condition) else condition,
+                "validation",
+                num_workers,
+                check_data and binarize is None,
+            )
+        else:
+            if validation_c is None and not torch.is_tensor(condition):
+                validation_c = _data.resolve_condition(
+                    validation, condition, None, c_shape, "validation"
+                )
+            val = _training_data(validation, module, validation_c, binarize, "validation")
+            if binarize == "dynamic":  # one fixed draw, so epochs are comparable
+                val = (_data.binarize(val[0], seed=0), val[1])
+            val = batches.InMemory(*val)
     target_beta = getattr(module, "beta", None)
-    steps_per_epoch = math.ceil(math.ceil(x.shape[0] / world) / batch_size)
-    warmup_steps = beta_warmup * steps_per_epoch
+    device = train.device
+    n = len(train)
+    if train.streamed and train.loader is not None:
+        steps_per_epoch = len(train.loader)
+    else:
+        steps_per_epoch = math.ceil(math.ceil(n / world) / batch_size)
 
     # Discover every parameter (and initialize any pyro.param) before building the optimizer.
     params = _Parameters(module)
-    probe_x = x[:batch_size]
-    probe = _args(
-        torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x,
-        None if c is None else c[:batch_size],
-    )
-    if importance.enumerated_sites(pair.model, pair.guide, probe):
+    probe_x, probe_c = train.head(batch_size)
+    probe = _args(torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x, probe_c)
+    enumerated = importance.enumerated_sites(pair.model, pair.guide, probe)
+    if enumerated:
         with importance.preserve_rng(probe):
             nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
         elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, enumerate=True)
     else:
         elbo = make_elbo(loss, num_particles)
-    with poutine.trace(param_only=True) as capture:
-        probe_loss = elbo.differentiable_loss(pair.model, pair.guide, *probe)
+    objective = elbo
+    if isinstance(kl_schedule, schedules.Capacity):
+        if enumerated:
+            raise ValueError("schedules.Capacity needs a model without enumerated sites")
+        objective = kl_schedule
+    recorder = LossTerms(getattr(objective, "elbo", objective))
+    autocast = _autocast(precision, device, module)
+    with poutine.trace(param_only=True) as capture, autocast():
+        probe_loss = objective.differentiable_loss(pair.model, pair.guide, *probe)
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
@@ -268,11 +392,11 @@ def _fit(
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
         grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
         unused = any(g is None for g in grads)
-        loss_of = distributed.wrap_loss(module, elbo, pair.model, pair.guide, unused)
+        loss_of = distributed.wrap_loss(module, objective, pair.model, pair.guide, unused)
     else:
 
         def loss_of(*args):
-            return elbo.differentiable_loss(pair.model, pair.guide, *args)
+            return objective.differentiable_loss(pair.model, pair.guide, *args)
 
     history = History()
     start_epoch, step = 0, 0
@@ -281,29 +405,73 @@ def _fit(
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint.exists():
-            start_epoch, step, history = _restore(checkpoint, module, params, optim, x.device)
+            start_epoch, step, history = _restore(checkpoint, module, params, optim, device)
             _decorrelate_ranks()
     is_writer = distributed.rank() == 0
 
-    bar = _progress_bar(epochs, start_epoch, is_writer and _progress_enabled(progress))
+    state = _callbacks.TrainingState(
+        module=module,
+        optimizer=optim,
+        history=history,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        epoch=start_epoch,
+        step=step,
+        is_writer=is_writer,
+        checkpoint_dir=checkpoint_dir,
+        has_validation=val is not None,
+        state_dict=lambda: _weights(module, params),
+        load_state_dict=lambda weights: _load_weights(weights, module),
+    )
+    state.write_checkpoint = lambda path: write_checkpoint(
+        _checkpoint_state(state.epoch, state.step, module, params, optim, history, target_beta),
+        path,
+    )
+    hooked = [_callbacks.HistoryRecorder(), *extra_callbacks]
+    if checkpoint is not None:
+        hooked.append(_callbacks.Checkpoint(checkpoint_dir))
+    bar = _callbacks.ProgressBar(_progress_enabled(progress))
+    hooked.append(bar)
+    scheduled = [s for s in (lr_schedule, kl_schedule) if s is not None]
+    _loop(
+        state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
+        recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
+    )  # fmt: skip
+    return history
+
+
+def _loop(
+    state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
+    recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
+):  # fmt: skip
+    module = state.module
+    world = distributed.world_size()
+    device, n = train.device, len(train)
+    for schedule in scheduled:
+        schedule.begin(state)
     try:
-        for epoch in range(start_epoch, epochs):
+        _call(hooked, "on_train_begin", state)
+        for epoch in range(state.epoch, state.epochs):
             began = time.perf_counter()
+            state.epoch = epoch + 1
             if module is not None:
                 module.train()
-            total, count = 0.0, 0
-            for index, rows in enumerate(_epoch_batches(x.shape[0], batch_size, x.device)):
-                if warmup_steps:
-                    module.beta = target_beta * min(1.0, (step + 1) / warmup_steps)
-                xb = x[rows]
+            _call(hooked, "on_epoch_begin", state)
+            order = lambda: _epoch_batches(n, batch_size, device)  # noqa: E731
+            for index, (xb, cb) in enumerate(train.batches(order, state.steps_per_epoch)):
+                for schedule in scheduled:
+                    schedule.apply(state)
+                if binarize is not None and train.streamed:
+                    if check_data and ((xb < 0) | (xb > 1)).any():
+                        raise ValueError(f"binarize={binarize!r} needs data in [0, 1]")
                 if binarize == "dynamic":
                     xb = torch.bernoulli(xb)
-                args = _args(xb, None if c is None else c[rows])
-                with poutine.trace(param_only=True) as capture:
+                args = _args(xb, cb)
+                with poutine.trace(param_only=True) as capture, autocast():
                     batch_loss = loss_of(*args)
                 value = batch_loss.item()
                 if world > 1:  # every rank sees the same total, so all stop together
-                    value = distributed.all_sum(value, x.device)
+                    value = distributed.all_sum(value, device)
                 if not math.isfinite(value):
                     where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
                     raise FloatingPointError(
@@ -315,32 +483,113 @@ def _fit(
                     optim.add_param_group({"params": new})
                 optim.zero_grad(set_to_none=True)
                 (batch_loss / xb.shape[0]).backward()
+                if clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params.params, clip_grad_norm)
                 optim.step()
-                total += value
-                count += xb.shape[0] * world
-                step += 1
-                bar.set_postfix(loss=f"{value / (xb.shape[0] * world):.3f}", refresh=False)
-            val_loss = _validation_loss(elbo, pair, module, val, batch_size)
-            history.append(
-                epoch=epoch + 1,
-                train_loss=total / count,
-                val_loss=val_loss,
-                beta=getattr(module, "beta", None),
-                seconds=time.perf_counter() - began,
-            )
-            if checkpoint is not None and is_writer:
-                write_checkpoint(
-                    _checkpoint_state(epoch + 1, step, module, params, optim, history, target_beta),
-                    checkpoint,
+                state.step += 1
+                _call(hooked, "on_step_end", state, value, recorder.last, xb.shape[0] * world)
+            with autocast():
+                state.validation = _validation_loss(
+                    objective, pair, module, val, batch_size, recorder, binarize == "dynamic"
                 )
+            state.extra["seconds"] = time.perf_counter() - began
+            _call(hooked, "on_epoch_end", state)
             distributed.barrier()
-            bar.update(1)
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
-    finally:
-        bar.close()
-        if target_beta is not None and warmup_steps:
-            module.beta = target_beta
-    return history
+            if state.stop:
+                break
+        for schedule in scheduled:
+            schedule.end(state)
+        _call(hooked, "on_train_end", state)
+    except BaseException:
+        for schedule in scheduled:
+            schedule.end(state)
+        hooked[-1].on_train_end(state)  # the progress bar
+        raise
+
+
+def _call(hooked, name, *args):
+    for callback in hooked:
+        getattr(callback, name)(*args)
+
+
+def _callback_list(callbacks, early_stopping) -> list:
+    listed = []
+    if early_stopping is not None:
+        if isinstance(early_stopping, _callbacks.EarlyStopping):
+            listed.append(early_stopping)
+        else:
+            listed.append(_callbacks.EarlyStopping(patience=early_stopping))
+    for callback in callbacks or ():
+        if not isinstance(callback, _callbacks.Callback):
+            raise TypeError(
+                f"callbacks must be probae.callbacks.Callback objects, got {type(callback).__name__}"
+            )
+        listed.append(callback)
+    return listed
+
+
+def _weights(module, params) -> dict:
+    """A copy of the trained weights: the module's and those in Pyro's param store."""
+    store = pyro.get_param_store()
+    return {
+        "module": {k: v.detach().clone() for k, v in module.state_dict().items()}
+        if module is not None
+        else {},
+        "param_store": {
+            name: store.get_param(name).unconstrained().detach().clone()
+            for name in params.store_names
+        },
+    }
+
+
+def _load_weights(weights, module) -> None:
+    if module is not None:
+        module.load_state_dict(weights["module"])
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for name, value in weights["param_store"].items():
+            store.get_param(name).unconstrained().copy_(value)
+
+
+def _float32_outputs(module, inputs, output):
+    """Network outputs back to float32, so every density and sum after them is float32."""
+    if torch.is_tensor(output):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, tuple):
+        return tuple(_float32_outputs(module, inputs, o) for o in output)
+    return output
+
+
+def _autocast(precision, device, module):
+    """A context factory for the loss under ``precision``: bfloat16 autocast, with the
+    module's children (its networks) returning float32 while it is entered."""
+    if precision in (None, "fp32", "float32"):
+        return contextlib.nullcontext
+    if precision not in ("bf16", "bfloat16"):
+        raise ValueError(f"precision must be None or 'bf16', got {precision!r}")
+    if module is None:
+        raise ValueError("precision='bf16' needs a model that is a torch.nn.Module")
+    if device.type == "cuda":
+        try:
+            supported = torch.cuda.is_bf16_supported()
+        except Exception:  # an emulated or partial CUDA
+            supported = False
+        if not supported:
+            raise ValueError(f"precision='bf16' is not supported on {device}")
+    elif device.type != "cpu":
+        raise ValueError(f"precision='bf16' is supported on CPU and CUDA, not {device.type}")
+
+    @contextlib.contextmanager
+    def bf16():
+        hooks = [child.register_forward_hook(_float32_outputs) for child in module.children()]
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        finally:
+            for handle in hooks:
+                handle.remove()
+
+    return bf16
 
 
 def _decorrelate_ranks():
@@ -374,21 +623,43 @@ def _training_data(data, module, c, binarize, name):
     return x, c
 
 
-def _validation_loss(elbo, pair, module, val, batch_size):
+def _validation_loss(elbo, pair, module, val, batch_size, recorder=None, binarize=False):
+    """The validation summary: the loss per point and, where the objective splits,
+    its terms, the KL per latent dimension and the number of active units."""
     if val is None:
         return None
-    x, c = val
     if module is not None:
         module.eval()
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            rows = slice(start, start + batch_size)
-            args = _args(x[rows], None if c is None else c[rows])
-            total += elbo.differentiable_loss(pair.model, pair.guide, *args).item()
-    if module is not None:
-        module.train()
-    return total / x.shape[0]
+    if recorder is not None:
+        recorder.detail = True
+        recorder.reset_detail()
+    generator = torch.Generator().manual_seed(0) if binarize and val.streamed else None
+    total, count, terms = 0.0, 0, None
+    try:
+        with torch.no_grad():
+            for xb, cb in val.in_order(batch_size):
+                if generator is not None:  # one fixed draw, so epochs are comparable
+                    xb = torch.bernoulli(xb.cpu(), generator=generator).to(xb.device, xb.dtype)
+                total += elbo.differentiable_loss(pair.model, pair.guide, *_args(xb, cb)).item()
+                count += xb.shape[0]
+                last = None if recorder is None else recorder.last
+                if last is not None:
+                    terms = last if terms is None else {k: terms[k] + last[k] for k in last}
+    finally:
+        if recorder is not None:
+            recorder.detail = False
+        if module is not None:
+            module.train()
+    summary = {"loss": total / count}
+    if terms is not None:
+        values = torch.stack(list(terms.values())).double().cpu().tolist()
+        summary.update({k: v / count for k, v in zip(terms, values, strict=True)})
+    if recorder is not None and torch.is_tensor(recorder.kl_per_dim):
+        summary["kl_per_dim"] = (recorder.kl_per_dim.double() / count).cpu().tolist()
+    if recorder is not None and recorder.means:
+        variance = torch.cat(recorder.means).double().var(0, unbiased=False)
+        summary["active_units"] = int((variance > 0.01).sum())
+    return summary
 
 
 def _checkpoint_state(epoch, step, module, params, optim, history, target_beta) -> dict:
@@ -430,16 +701,3 @@ def _restore(path, module, params, optim, device):
             f"checkpoint {str(path)!r} does not match this model and optimizer ({error})"
         ) from error
     return state["epoch"], state["step"], history
-
-
-def _progress_bar(epochs, start, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=epochs,
-        initial=start,
-        unit="epoch",
-        desc="probae.fit",
-        dynamic_ncols=True,
-        disable=not enabled,
-    )

@@ -300,3 +300,27 @@ def test_command_line_defaults_are_the_constructors(name):
     assert repr(built) == repr(direct)
     shapes = {k: v.shape for k, v in direct.state_dict().items()}
     assert {k: v.shape for k, v in built.state_dict().items()} == shapes
+
+
+def test_train_reads_a_npy_file_and_logs_to_tensorboard(tmp_path, device):
+    pytest.importorskip("tensorboard")
+    images = (torch.rand(120, 1, 8, 8) > 0.5).to(torch.uint8) * 255
+    import numpy as np
+
+    np.save(tmp_path / "pixels.npy", images.numpy())
+    run = tmp_path / "run"
+    status = cli.main(
+        ["train", "--data", str(tmp_path / "pixels.npy"), "--run-dir", str(run)]
+        + ["--epochs", "2", "--z-dim", "2", "--hidden", "16", "--tensorboard"]
+        + ["--device", str(device), "--no-progress"]
+    )
+    assert status == 0
+    rows = _history(run)
+    assert len(rows) == 2
+    for row in rows:  # the terms of the loss add up to it
+        total = float(row["distortion"]) + float(row["rate"]) + float(row["penalty"])
+        assert total == pytest.approx(float(row["train_loss"]), rel=1e-5)
+    for name in ("rate_distortion.png", "kl_per_dimension.png", "history.png"):
+        _png(run / name)
+    assert any((run / "tensorboard").iterdir())
+    assert json.loads((run / "config.json").read_text())["x_shape"] == [64]

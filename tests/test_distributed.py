@@ -21,7 +21,21 @@ def _digits():
     return data.load("digits", "train")[:64]
 
 
-def _worker(rank, world, port, out):
+class _Points(torch.utils.data.Dataset):
+    """A plain map-style data set: streamed, each rank reads only its own shard."""
+
+    def __init__(self, x):
+        self.x, self.read = x, []
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, index):
+        self.read.append(index)
+        return self.x[index]
+
+
+def _worker(rank, world, port, out, streamed=False):
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -33,7 +47,11 @@ def _worker(rank, world, port, out):
     device = distributed.setup()
     try:
         ae = _model().to(device)
-        history = probae.fit(ae, _digits(), epochs=3, batch_size=8, lr=1e-2, seed=1)
+        train = _Points(_digits().x) if streamed else _digits()
+        kwargs = dict(in_memory=False) if streamed else {}
+        history = probae.fit(ae, train, epochs=3, batch_size=8, lr=1e-2, seed=1, **kwargs)
+        if streamed:  # the points this rank read in epoch 1 (after the first-batch probe)
+            torch.save(train.read[8 : 8 + 32], f"{out}.read{rank}")
         if rank == 0:
             state = {k: v.cpu() for k, v in ae.state_dict().items()}
             torch.save({"state": state, "loss": history.train_loss, "device": device.type}, out)
@@ -48,9 +66,12 @@ def _free_port():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed absent")
-def test_two_ranks_equal_one_process_with_the_union_of_their_batches(tmp_path):
+@pytest.mark.parametrize("streamed", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_two_ranks_equal_one_process_with_the_union_of_their_batches(tmp_path, streamed):
     out = tmp_path / "rank0.pt"
-    mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), out, streamed), nprocs=2, start_method="spawn"
+    )
     result = torch.load(out, weights_only=True, map_location="cpu")
 
     # the same device as the ranks' (the CPU unless the host has a GPU per rank)
@@ -61,6 +82,9 @@ def test_two_ranks_equal_one_process_with_the_union_of_their_batches(tmp_path):
     assert result["loss"] == pytest.approx(history.train_loss, rel=1e-5)
     # and training did something, so the agreement is not between two untouched models
     assert history.train_loss[-1] < history.train_loss[0]
+    if streamed:  # in an epoch each rank read its own half of the points
+        read = [torch.load(f"{out}.read{r}", weights_only=True) for r in range(2)]
+        assert sorted(read[0] + read[1]) == list(range(64))
 
 
 def test_shards_cover_the_epoch_evenly(monkeypatch):

@@ -15,6 +15,7 @@ from pyro import poutine
 
 from .. import importance
 from .._common import as_pair, positive_int, prepare
+from ..batches import Streamed, is_streamable, materialize, streamed
 
 
 def _args(x, c):
@@ -22,6 +23,10 @@ def _args(x, c):
 
 
 def _per_batch(x, c, batch_size):
+    if isinstance(x, Streamed):  # a torch Dataset or DataLoader, read in order
+        for xb, cb in x.in_order(batch_size):
+            yield _args(xb, cb)
+        return
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
         yield _args(x[start:stop], None if c is None else c[start:stop])
@@ -29,9 +34,14 @@ def _per_batch(x, c, batch_size):
 
 def _setup(model, data, c, batch_size, what, needs_density):
     pair = as_pair(model)
-    x, c = prepare(data, pair.module, c)
+    data = materialize(data, x_shape=getattr(pair.module, "x_shape", None))
+    if is_streamable(data):
+        x = streamed(data, pair.module, c, None, "data")
+        probe = _args(*x.head(2))
+    else:
+        x, c = prepare(data, pair.module, c)
+        probe = _args(x[:2], None if c is None else c[:2])
     batch_size = positive_int("batch_size", batch_size)
-    probe = _args(x[:2], None if c is None else c[:2])
     with torch.no_grad():
         if needs_density:
             importance.check_guide_has_density(pair.guide, probe, what)
@@ -83,6 +93,10 @@ def _arviz():
 def _data_tensor(data):
     from ..data import as_tensor
 
+    if is_streamable(data):  # only its shape and size are needed: read one batch
+        stream = streamed(materialize(data), None, None, None, "data")
+        x = stream.head(1)[0]
+        return torch.empty(len(stream), *x.shape[1:], device="meta")  # shape only
     x = as_tensor(data)
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")

@@ -25,14 +25,15 @@ here (``viz.sample_grid``):
   :func:`first_layer_weights`, for deterministic autoencoders.
 - :mod:`probae.viz.conditional`: :func:`quadrant_completions` and
   :func:`class_samples`, for conditional models.
-- :mod:`probae.viz.training`: :func:`history_plot`.
+- :mod:`probae.viz.training`: :func:`history_plot`, :func:`rate_distortion` and
+  :func:`kl_per_dimension`.
 """
 
 from .autoencoders import filters, first_layer_weights, vector_field
 from .conditional import class_samples, quadrant_completions
 from .images import image_grid, reconstructions, sample_grid
 from .latent import aggregate_posterior, interpolation, latent_scatter, traversal
-from .training import history_plot
+from .training import history_plot, kl_per_dimension, rate_distortion
 
 __all__ = [
     "image_grid",
@@ -42,6 +43,8 @@ __all__ = [
     "interpolation",
     "latent_scatter",
     "history_plot",
+    "rate_distortion",
+    "kl_per_dimension",
     "vector_field",
     "filters",
     "first_layer_weights",

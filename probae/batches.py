@@ -1,0 +1,358 @@
+"""Batches of data for training and evaluation, from memory or streamed.
+
+:func:`source` turns what a user holds into something that yields batches:
+
+- a tensor, a :class:`probae.data.Dataset` or a
+  :class:`~torch.utils.data.TensorDataset`: :class:`InMemory`, the whole data set
+  on the model's device, batches sliced by index (no collation, no copies);
+- any other map-style :class:`torch.utils.data.Dataset` (items ``x`` or
+  ``(x, y, ...)``): :class:`Streamed`, read by a
+  :class:`~torch.utils.data.DataLoader` with workers, pinned memory and
+  non-blocking copies to CUDA. With ``in_memory=None`` a data set that fits in
+  ``memory_budget`` bytes is read once and then kept in memory;
+- a :class:`~torch.utils.data.DataLoader`: streamed as it is (its own sampler
+  and batch size). A DataLoader built without ``generator=`` draws its workers'
+  seed from PyTorch's global generator each epoch, which shifts the model's
+  random draws: give it a generator for runs that must repeat exactly. Under
+  ``torchrun`` a DataLoader is read as it is: give it a
+  :class:`~torch.utils.data.DistributedSampler` so that ranks read different points.
+
+A streamed epoch visits the points in the same order as an in-memory epoch (one
+permutation drawn from PyTorch's global generator at the start of the epoch, or
+under ``torchrun`` rank 0's permutation, of which each rank reads only its own
+shard), so both paths train the same parameters for the same seed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import data as _data
+from ._common import device_of, prepare
+
+__all__ = ["InMemory", "Streamed", "source", "materialize", "streamed", "is_streamable"]
+
+#: a map-style data set up to this many bytes (as float32) is read into memory once
+MEMORY_BUDGET = 1 << 30
+
+
+class InMemory:
+    """Tensors on the model's device; batches are index slices.
+
+    :ivar torch.Tensor x: the data, ``(N, *x_shape)``.
+    :ivar c: the conditions (one row per point) or None.
+    """
+
+    streamed = False
+
+    def __init__(self, x: torch.Tensor, c=None):
+        self.x, self.c = x, c
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def device(self):
+        return self.x.device
+
+    def head(self, n: int):
+        return self.x[:n], None if self.c is None else self.c[:n]
+
+    def batches(self, order, steps=None):
+        """``(x, c)`` for each index tensor of ``order()`` (the epoch's index batches)."""
+        for rows in order():
+            yield self.x[rows], None if self.c is None else self.c[rows]
+
+    def in_order(self, batch_size: int):
+        for start in range(0, len(self), batch_size):
+            rows = slice(start, start + batch_size)
+            yield self.x[rows], None if self.c is None else self.c[rows]
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Items ``(index, x)`` or ``(index, x, y)``: the index lets conditions given as a
+    tensor follow the points, the label feeds ``condition="label"``."""
+
+    def __init__(self, dataset, with_label: bool):
+        self.dataset, self.with_label = dataset, with_label
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        if isinstance(item, (tuple, list)):
+            x = item[0]
+            if self.with_label:
+                return index, torch.as_tensor(x), torch.as_tensor(item[1])
+        else:
+            x = item
+        return index, torch.as_tensor(x)
+
+
+class _EpochOrder(torch.utils.data.Sampler):
+    """Index batches of one epoch, drawn when the epoch's first batch is asked for (in
+    the main process, from the global generator, before the epoch's first step), so a
+    streamed epoch has the in-memory epoch's order."""
+
+    def __init__(self, order, length: int):
+        self.order = order  # callable -> iterable of index tensors
+        self.length = length  # known up front: drawing an order to count it would use the RNG
+
+    def __iter__(self):
+        # lazily: a DataLoader may create an iterator it never advances
+        for rows in self.order():
+            yield rows.tolist()
+
+    def __len__(self):
+        return self.length
+
+
+class Streamed:
+    """A map-style data set read batch by batch through a DataLoader.
+
+    :param dataset: a map-style :class:`torch.utils.data.Dataset` (items ``x`` or
+        ``(x, y, ...)``) or a :class:`~torch.utils.data.DataLoader`.
+    :param module: the model (its device, ``x_shape``, ``check_x``, likelihood).
+    :param c: a condition tensor (one row per point), ``"label"`` (one-hot rows of
+        the items' second element, ``num_classes`` classes) or None.
+    :param int num_workers: DataLoader worker processes.
+    :param bool check: check every batch's values (finite, in the likelihood's
+        support) as it arrives; False trusts the data.
+    """
+
+    streamed = True
+
+    def __init__(
+        self,
+        dataset,
+        module=None,
+        c=None,
+        num_classes=None,
+        num_workers: int = 0,
+        check: bool = True,
+        name: str = "data",
+    ):
+        self.loader = dataset if isinstance(dataset, torch.utils.data.DataLoader) else None
+        self.dataset = dataset if self.loader is None else dataset.dataset
+        self.module, self.c, self.num_classes = module, c, num_classes
+        self.num_workers, self.check, self.name = num_workers, check, name
+        self.device = device_of(module, torch.device("cpu"))
+        self.x_shape = getattr(module, "x_shape", None)
+        if isinstance(c, torch.Tensor):
+            if self.loader is not None:
+                raise ValueError(
+                    f"c= as a tensor cannot follow the points of a DataLoader; give {name} as "
+                    "a Dataset or use condition='label'"
+                )
+            if c.shape[0] != len(self.dataset):
+                raise ValueError(
+                    f"c must have one row per data point: {name} has {len(self.dataset)}, "
+                    f"c has {c.shape[0]}"
+                )
+            self.c = c.to(self.device)
+        self._loaders = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _loader(self, key, order, length):
+        if self.loader is not None:
+            return self.loader
+        if key not in self._loaders:
+            self._loaders[key] = torch.utils.data.DataLoader(
+                _Indexed(self.dataset, with_label=self.c == "label"),
+                batch_sampler=_EpochOrder(order, length),
+                num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.num_workers > 0,
+                # a generator of its own, so that starting an epoch draws nothing from
+                # the global one (the worker seeds come from it)
+                generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
+            )
+        return self._loaders[key]
+
+    def _to_batch(self, item):
+        if self.loader is not None:  # the user's collation: x or (x, y, ...)
+            index = None
+            parts = list(item) if isinstance(item, (tuple, list)) else [item]
+        else:
+            index, *parts = item
+        x = parts[0].to(self.device, non_blocking=True)
+        if not torch.is_floating_point(x):
+            raise TypeError(f"{self.name} must hold floating-point values, got dtype {x.dtype}")
+        if self.x_shape is not None and tuple(x.shape[1:]) != tuple(self.x_shape):
+            if x[0].numel() == torch.Size(self.x_shape).numel():
+                x = x.reshape(x.shape[0], *self.x_shape)  # images (C, H, W) for a flat model
+        c = None
+        if isinstance(self.c, torch.Tensor):
+            c = self.c[index.to(self.device)]
+        elif self.c == "label":
+            if len(parts) < 2:
+                raise ValueError(f"condition='label' needs {self.name} items (x, y)")
+            c = _data.one_hot(parts[1], self.num_classes).to(self.device, non_blocking=True)
+        if self.check:
+            self._check(x)
+        return x, c
+
+    def _check(self, x):
+        if self.module is not None and hasattr(self.module, "check_x"):
+            self.module.check_x(x, self.name)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{self.name} contains NaN or infinite values")
+        likelihood = getattr(self.module, "likelihood", None)
+        if likelihood is not None and hasattr(likelihood, "validate"):
+            likelihood.validate(x)
+
+    def head(self, n: int):
+        """The first ``n`` points, read in this process."""
+        if self.loader is not None:
+            x, c = next(iter(self.batches(None, None)))
+            return x[:n], None if c is None else c[:n]
+        items = [_Indexed(self.dataset, self.c == "label")[i] for i in range(min(n, len(self)))]
+        return self._to_batch(torch.utils.data.default_collate(items))
+
+    def batches(self, order, steps: int):
+        """``(x, c)`` batches of one epoch; ``order`` is a callable returning the epoch's
+        ``steps`` index batches (ignored for a DataLoader, which has its own sampler)."""
+        for item in self._loader("train", order, steps):
+            yield self._to_batch(item)
+
+    def in_order(self, batch_size: int):
+        n = len(self)
+        steps = -(-n // batch_size)
+        order = lambda: torch.arange(n).split(batch_size)  # noqa: E731
+        for item in self._loader(("in_order", batch_size), order, steps):
+            yield self._to_batch(item)
+
+
+def is_streamable(data) -> bool:
+    """A torch Dataset (other than probae's own) or a DataLoader."""
+    return isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)) and not (
+        isinstance(data, _data.Dataset)
+    )
+
+
+def _tensor_dataset(data):
+    """The tensors of a TensorDataset: ``(x, y)`` or ``(x, None)``."""
+    tensors = data.tensors
+    return tensors[0], tensors[1] if len(tensors) > 1 else None
+
+
+def _fits(dataset, budget) -> bool:
+    first = dataset[0]
+    x = first[0] if isinstance(first, (tuple, list)) else first
+    return len(dataset) * torch.as_tensor(x).numel() * 4 <= budget
+
+
+def _read_all(dataset, num_workers, x_shape=None) -> _data.Dataset:
+    first = dataset[0]
+    with_label = isinstance(first, (tuple, list)) and len(first) > 1
+    loader = torch.utils.data.DataLoader(
+        _Indexed(dataset, with_label), batch_size=1024, num_workers=num_workers
+    )
+    xs, ys = [], []
+    for item in loader:
+        xs.append(item[1].float())
+        if with_label:
+            ys.append(item[2])
+    y = torch.cat(ys) if ys else None
+    if y is not None and (y.dim() != 1 or y.is_floating_point()):
+        y = None  # not class labels
+    return _data.Dataset(_shaped(torch.cat(xs), x_shape), None if y is None else y.long())
+
+
+def _shaped(x, x_shape):
+    """Points in the model's shape where only the layout differs (images ``(C, H, W)``
+    for a model of flat vectors, or the reverse)."""
+    if x_shape is None or tuple(x.shape[1:]) == tuple(x_shape):
+        return x
+    if x.shape[1:].numel() == torch.Size(x_shape).numel():
+        return x.reshape(x.shape[0], *x_shape)
+    return x
+
+
+def read_all(data, x_shape=None) -> _data.Dataset:
+    """A torch Dataset or DataLoader read whole into a :class:`probae.data.Dataset`
+    (points reshaped to ``x_shape`` where only the layout differs)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        data = data.dataset
+    if isinstance(data, torch.utils.data.TensorDataset):
+        x, y = _tensor_dataset(data)
+        return _data.Dataset(_shaped(x, x_shape), y)
+    return _read_all(data, 0, x_shape)
+
+
+def materialize(
+    data, in_memory=None, num_workers: int = 0, memory_budget: int | None = None, x_shape=None
+):
+    """``data`` as a :class:`probae.data.Dataset` where it is (or should be) held in
+    memory, otherwise ``data`` itself (a torch Dataset or DataLoader to stream).
+
+    :param bool in_memory: True reads a torch Dataset into memory once, False streams
+        it, None (default) keeps it in memory when it fits in ``memory_budget`` bytes
+        (as float32). Random transforms of a data set are drawn once when it is read
+        into memory: pass False to draw them afresh every epoch.
+    :param tuple x_shape: the model's point shape; points read into memory are
+        reshaped to it where only the layout differs.
+    """
+    if in_memory not in (None, True, False):
+        raise TypeError(f"in_memory must be True, False or None, got {in_memory!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    if isinstance(data, torch.utils.data.TensorDataset) and in_memory is not False:
+        return read_all(data, x_shape)
+    if is_streamable(data) and not isinstance(data, torch.utils.data.DataLoader):
+        budget = MEMORY_BUDGET if memory_budget is None else memory_budget
+        if in_memory or (in_memory is None and _fits(data, budget)):
+            return _read_all(data, num_workers, x_shape)
+    return data
+
+
+def streamed(data, module, c, condition, name, num_workers=0, check=True):
+    """A :class:`Streamed` source for a torch Dataset or DataLoader, the condition
+    given as a tensor (``c=`` or ``condition=``) or as ``condition="label"``."""
+    if isinstance(condition, torch.Tensor):
+        if c is not None:
+            raise ValueError("give the condition either as c= or as condition=, not both")
+        c = condition
+    elif condition not in (None, "label"):
+        raise ValueError(f"condition={condition!r} on streamed {name}: use 'label' or a tensor")
+    num_classes = None
+    if condition == "label":
+        c_shape = getattr(module, "c_shape", None)
+        if c_shape is None or len(tuple(c_shape)) != 1:
+            raise ValueError("condition='label' on streamed data needs a model with c_shape=(K,)")
+        c, num_classes = "label", tuple(c_shape)[0]
+    return Streamed(data, module, c, num_classes, num_workers, check, name)
+
+
+def source(
+    data,
+    module=None,
+    c=None,
+    condition=None,
+    name: str = "data",
+    check_support: bool = True,
+    num_workers: int = 0,
+    in_memory: bool | None = None,
+    check: bool = True,
+):
+    """What ``data`` is, as a source of batches on the module's device.
+
+    :param data: a tensor, a :class:`probae.data.Dataset`, a map-style
+        :class:`torch.utils.data.Dataset` or a :class:`~torch.utils.data.DataLoader`.
+    :param c: conditions: a tensor with one row per point, or None.
+    :param condition: see :func:`probae.data.resolve_condition`; on streamed data
+        ``"label"`` (items ``(x, y)``) or a tensor.
+    :param bool in_memory: see :func:`materialize`.
+    :param bool check: check streamed batches as they arrive (False trusts the data
+        to be finite and in the likelihood's support, saving the checks).
+    :returns: an :class:`InMemory` or a :class:`Streamed`.
+    """
+    data = materialize(data, in_memory, num_workers, x_shape=getattr(module, "x_shape", None))
+    if is_streamable(data):
+        return streamed(data, module, c, condition, name, num_workers, check and check_support)
+    c = _data.resolve_condition(data, condition, c, getattr(module, "c_shape", None), name)
+    x, c = prepare(data, module, c, name=name, check_support=check_support)
+    return InMemory(x, c)

@@ -1,0 +1,335 @@
+"""Callbacks: what :func:`probae.fit` does around its steps, as objects a user can add,
+remove or write.
+
+The loop calls, on every callback in order::
+
+    on_train_begin(state)
+    on_epoch_begin(state)
+    on_step_end(state, loss, terms, size)   # per step
+    on_epoch_end(state)                      # state.history has the epoch's row
+    on_train_end(state)
+
+``loss`` is the batch's summed loss (a float, already read for the finite-loss
+check), ``size`` its number of points, and ``terms`` a dict of 0-d tensors, the
+batch's summed ``"distortion"``, ``"rate"`` and ``"penalty"`` (see
+:mod:`probae.terms`), or None. Reading a term (``float(terms["rate"])``) waits for
+the device: callbacks that run every step should keep them as tensors.
+
+``state`` is a :class:`TrainingState`. A callback ends training after the
+current epoch by setting ``state.stop = True``.
+
+:func:`probae.fit` itself uses :class:`HistoryRecorder` (always),
+:class:`EarlyStopping` (``early_stopping=``), :class:`Checkpoint`
+(``checkpoint_dir=``) and :class:`ProgressBar` (``progress=``);
+:class:`TensorBoard` is added by the user.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import distributed
+
+__all__ = [
+    "Callback",
+    "TrainingState",
+    "HistoryRecorder",
+    "ProgressBar",
+    "Checkpoint",
+    "EarlyStopping",
+    "TensorBoard",
+    "BEST_NAME",
+]
+
+BEST_NAME = "best.pt"
+
+
+@dataclass
+class TrainingState:
+    """What callbacks see of a training run.
+
+    :ivar module: the model being trained (a :class:`torch.nn.Module`, or None for a
+        pair of plain functions).
+    :ivar optimizer: the PyTorch optimizer.
+    :ivar history: the run's :class:`probae.History`.
+    :ivar int epoch: epochs done (the current epoch's number during it, from 1).
+    :ivar int step: optimizer steps done.
+    :ivar int epochs: the run's total epochs.
+    :ivar int steps_per_epoch: steps in one epoch.
+    :ivar validation: the epoch's validation summary (a dict) or None.
+    :ivar bool stop: set by a callback to end training after this epoch.
+    :ivar bool is_writer: this process writes files (rank 0).
+    :ivar checkpoint_dir: the run's checkpoint folder or None.
+    """
+
+    module: object
+    optimizer: object
+    history: object
+    epochs: int
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0
+    validation: dict | None = None
+    stop: bool = False
+    is_writer: bool = True
+    checkpoint_dir: object = None
+    write_checkpoint: object = None  # path -> None, provided by the loop
+    state_dict: object = None  # () -> trained weights (module and param store)
+    load_state_dict: object = None  # weights -> None
+    has_validation: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class Callback:
+    """The protocol; every method is optional."""
+
+    def on_train_begin(self, state: TrainingState) -> None:
+        pass
+
+    def on_epoch_begin(self, state: TrainingState) -> None:
+        pass
+
+    def on_step_end(self, state: TrainingState, loss: float, terms, size: int) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainingState) -> None:
+        pass
+
+    def on_train_end(self, state: TrainingState) -> None:
+        pass
+
+
+class HistoryRecorder(Callback):
+    """Appends the epoch's row to ``state.history``: the mean loss per point and its
+    terms (summed on the device, read once an epoch), the validation summary, the
+    learning rate and beta."""
+
+    def on_epoch_begin(self, state):
+        self._loss, self._count, self._terms = 0.0, 0, None
+
+    def on_step_end(self, state, loss, terms, size):
+        self._loss += loss
+        self._count += size
+        if terms is not None:
+            if self._terms is None:
+                self._terms = dict(terms)
+            else:
+                for key, value in terms.items():
+                    self._terms[key] = self._terms[key] + value
+
+    def on_epoch_end(self, state):
+        terms = {}
+        if self._terms is not None:
+            stacked = torch.stack(list(self._terms.values())).double()
+            if distributed.is_distributed():  # each rank summed its own shard's terms
+                torch.distributed.all_reduce(stacked)
+            values = stacked.cpu().tolist()
+            terms = {k: v / self._count for k, v in zip(self._terms, values, strict=True)}
+        val = state.validation or {}
+        state.history.append(
+            epoch=state.epoch,
+            train_loss=self._loss / self._count,
+            val_loss=val.get("loss"),
+            beta=getattr(state.module, "beta", None),
+            seconds=state.extra.get("seconds"),
+            distortion=terms.get("distortion"),
+            rate=terms.get("rate"),
+            penalty=terms.get("penalty"),
+            val_distortion=val.get("distortion"),
+            val_rate=val.get("rate"),
+            val_penalty=val.get("penalty"),
+            kl_per_dim=val.get("kl_per_dim"),
+            active_units=val.get("active_units"),
+            lr=state.optimizer.param_groups[0]["lr"],
+        )
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs, the last loss per point beside it.
+
+    :param enabled: True, False, or None (when stderr is a terminal outside CI).
+    """
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = enabled
+        self.bar = None
+
+    def on_train_begin(self, state):
+        from tqdm.auto import tqdm
+
+        enabled = self.enabled
+        if enabled is None:
+            enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self.bar = tqdm(
+            total=state.epochs,
+            initial=state.epoch,
+            unit="epoch",
+            desc="probae.fit",
+            dynamic_ncols=True,
+            disable=not (enabled and state.is_writer),
+        )
+
+    def on_step_end(self, state, loss, terms, size):
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{loss / size:.3f}", refresh=False)
+
+    def on_epoch_end(self, state):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{state.history.train_loss[-1]:.3f}")
+
+    def on_train_end(self, state):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Checkpoint(Callback):
+    """Writes the run's checkpoint (model, optimizer, RNG states, history) into
+    ``directory`` after every epoch, atomically, from rank 0.
+
+    :param directory: the folder; the file is ``checkpoint.pt``.
+    """
+
+    def __init__(self, directory):
+        from .saving import CHECKPOINT_NAME
+
+        self.path = Path(directory) / CHECKPOINT_NAME
+
+    def on_epoch_end(self, state):
+        if state.is_writer:
+            state.write_checkpoint(self.path)
+
+
+class EarlyStopping(Callback):
+    r"""Stops when the validation loss has not improved for ``patience`` epochs, and
+    puts back the weights of the best epoch.
+
+    An epoch improves when its validation loss is below the best so far by more
+    than ``min_delta``. After epoch t with ``patience`` p, training stops at the
+    first t such that none of epochs t-p+1..t improved. The best weights are saved
+    as ``best.pt`` in the checkpoint folder, where there is one.
+
+    :param int patience: epochs without improvement before stopping.
+    :param float min_delta: the least decrease that counts as one.
+    :param bool restore_best: load the best epoch's weights at the end.
+    """
+
+    def __init__(self, patience: int = 10, min_delta: float = 0.0, restore_best: bool = True):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {patience!r}")
+        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a non-negative number, got {min_delta!r}")
+        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), restore_best
+        self.best, self.best_epoch, self.wait, self.best_weights = float("inf"), None, 0, None
+
+    def on_train_begin(self, state):
+        if not state.has_validation:
+            raise ValueError("early stopping needs validation= data")
+        self.best, self.best_epoch, self.wait, self.best_weights = float("inf"), None, 0, None
+        for epoch, value in zip(state.history.epoch, state.history.val_loss, strict=False):
+            self._update(epoch, value)  # a resumed run continues the count
+        if self.best_epoch is not None and state.checkpoint_dir is not None:
+            path = Path(state.checkpoint_dir) / BEST_NAME
+            if path.exists():
+                from .saving import read_checkpoint
+
+                self.best_weights = read_checkpoint(path)["weights"]
+
+    def _update(self, epoch, value) -> bool:
+        if value is not None and value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def on_epoch_end(self, state):
+        if self._update(state.epoch, state.history.val_loss[-1]):
+            self.best_weights = copy.deepcopy(state.state_dict())
+            if state.checkpoint_dir is not None and state.is_writer:
+                from .saving import write_checkpoint
+
+                write_checkpoint(
+                    {"epoch": state.epoch, "weights": self.best_weights},
+                    Path(state.checkpoint_dir) / BEST_NAME,
+                )
+        elif self.wait >= self.patience:
+            state.stop = True
+
+    def on_train_end(self, state):
+        if self.restore_best and self.best_weights is not None:
+            state.load_state_dict(self.best_weights)
+
+
+class TensorBoard(Callback):
+    """Logs each epoch's History row (losses, terms, learning rate, beta, active units,
+    KL per dimension) to TensorBoard through :mod:`torch.utils.tensorboard`; needs the
+    ``tensorboard`` package (``pip install probae[tensorboard]``).
+
+    :param log_dir: the event files' folder.
+    :param int every_n_steps: also log the batch loss every n steps (0: never; each
+        one reads the loss terms from the device).
+    """
+
+    SCALARS = (
+        "train_loss",
+        "val_loss",
+        "distortion",
+        "rate",
+        "penalty",
+        "val_distortion",
+        "val_rate",
+        "val_penalty",
+        "active_units",
+        "beta",
+        "lr",
+    )
+
+    def __init__(self, log_dir, every_n_steps: int = 0):
+        self.log_dir = os.fspath(log_dir)
+        self.every_n_steps = every_n_steps
+        self.writer = None
+
+    def on_train_begin(self, state):
+        if not state.is_writer:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError(
+                "callbacks.TensorBoard needs the tensorboard package: "
+                "pip install 'probae[tensorboard]'"
+            ) from error
+        self.writer = SummaryWriter(self.log_dir)
+
+    def on_step_end(self, state, loss, terms, size):
+        if self.writer is None or not self.every_n_steps or state.step % self.every_n_steps:
+            return
+        self.writer.add_scalar("step/loss", loss / size, state.step)
+        for key, value in (terms or {}).items():
+            self.writer.add_scalar(f"step/{key}", float(value) / size, state.step)
+
+    def on_epoch_end(self, state):
+        if self.writer is None:
+            return
+        row = {key: getattr(state.history, key)[-1] for key in self.SCALARS}
+        for key, value in row.items():
+            if value is not None:
+                self.writer.add_scalar(f"epoch/{key}", float(value), state.epoch)
+        kl = state.history.kl_per_dim[-1]
+        if kl is not None:
+            for j, value in enumerate(kl):
+                self.writer.add_scalar(f"kl_per_dim/{j}", value, state.epoch)
+        self.writer.flush()
+
+    def on_train_end(self, state):
+        if self.writer is not None:
+            self.writer.close()

@@ -15,6 +15,9 @@ Built in:
   ``root`` (the original gzip files in ``root/MNIST/raw`` or
   ``root/FashionMNIST/raw`` are enough; nothing is downloaded when they are there).
 - ``"moons"``, ``"spiral"``: 2-D toy sets for pictures.
+- ``"dsprites"``: 64x64 binary sprites with five known factors of variation,
+  generated from their definition (:func:`probae.dsprites.load`): a seeded sample of
+  50,000 training or 10,000 test images, ``factors`` holding their classes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 __all__ = ["Dataset", "load", "binarize", "as_tensor", "batches", "NAMES"]
 
-NAMES = ("digits", "mnist", "fashion-mnist", "moons", "spiral")
+NAMES = ("digits", "mnist", "fashion-mnist", "moons", "spiral", "dsprites")
 SPLITS = ("train", "test")
 DIGITS_TRAIN_SIZE = 1437
 
@@ -41,28 +44,41 @@ class Dataset:
     :ivar y: labels of shape ``(N,)`` (``torch.long``) or None.
     :ivar tuple image_shape: ``(C, H, W)`` of one point seen as a picture, or None.
     :ivar str name: the data set's name.
+    :ivar factors: ground-truth factors of variation ``(N, K)`` or None: integer
+        classes, or real values (see :mod:`probae.evaluate.disentangle`).
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     image_shape: tuple | None = None
     name: str = "tensor"
+    factors: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __getitem__(self, index) -> Dataset:
-        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+        return replace(
+            self,
+            x=self.x[index],
+            y=None if self.y is None else self.y[index],
+            factors=None if self.factors is None else self.factors[index],
+        )
 
     def to(self, device) -> Dataset:
-        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+        return replace(
+            self,
+            x=self.x.to(device),
+            y=None if self.y is None else self.y.to(device),
+            factors=None if self.factors is None else self.factors.to(device),
+        )
 
 
 def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Dataset:
     """Loads a data set into memory.
 
     :param str name: one of ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, ``"moons"``,
-        ``"spiral"``.
+        ``"spiral"``, ``"dsprites"``.
     :param str split: ``"train"`` or ``"test"``.
     :param root: folder holding ``MNIST/raw`` or ``FashionMNIST/raw`` (torchvision's
         layout); needed for the MNIST family only.
@@ -77,6 +93,10 @@ def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Da
         ds = _digits(split)
     elif key in ("mnist", "fashion-mnist"):
         ds = _torchvision(key, split, root)
+    elif key == "dsprites":
+        from . import dsprites
+
+        return dsprites.load(split, size=50_000 if split == "train" else 10_000, flatten=flatten)
     else:
         return _toy(key, split)
     if not flatten:

@@ -55,15 +55,6 @@ from .diagnostics import (
     khat_threshold,
     psis_diagnostic,
 )
-from .estimators import (
-    LogLikelihood,
-    bits_per_dim,
-    conditional_elbo,
-    conditional_log_likelihood,
-    elbo,
-    log_likelihood,
-    reconstruction_error,
-)
 from .disentangle import (
     Disentanglement,
     KLDecomposition,
@@ -77,6 +68,15 @@ from .disentangle import (
     mutual_information_matrix,
     sap,
     total_correlation,
+)
+from .estimators import (
+    LogLikelihood,
+    bits_per_dim,
+    conditional_elbo,
+    conditional_log_likelihood,
+    elbo,
+    log_likelihood,
+    reconstruction_error,
 )
 from .export import to_inference_data
 from .representation import cluster, clustering_accuracy, linear_probe

@@ -22,8 +22,9 @@ used as classes. The MI is the plug-in (histogram) estimate in nats,
 
 .. math:: \hat I(c_d; v_k) = \sum_{a,b} \hat p(a, b)\log\frac{\hat p(a,b)}{\hat p(a)\hat p(b)}.
 
-Equal-mass bins make the estimate invariant to any strictly monotone transform of
-a code (the true MI is invariant to any invertible one), and a factor class holding
+Equal-mass bins make the estimate invariant to any strictly increasing transform
+of a code (the true MI is invariant to any invertible one; a decreasing transform
+moves each edge by at most one tied group), and a factor class holding
 at least 1/B of the points never shares a bin with another class, so a code that
 is a monotone function of such a factor attains :math:`\hat I = H(v_k)` exactly.
 The plug-in estimate is biased upward by about
@@ -344,9 +345,11 @@ def _binary_logistic(x, targets, l2=1e-3):
 
     def evaluate(theta):
         logits = x @ theta  # (n, C)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, targets, reduction="sum"
-        ) / n + l2 * theta.pow(2).sum()
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+            / n
+            + l2 * theta.pow(2).sum()
+        )
         p = logits.sigmoid()
         grad = x.T @ (p - targets) / n + 2 * l2 * theta
         hessian = torch.einsum("nc,nd,ne->cde", p * (1 - p), x, x) / n + 2 * l2 * eye
@@ -475,9 +478,7 @@ def modularity_explicitness(
         targets = torch.nn.functional.one_hot(labels, int(labels.max()) + 1).double()
         weight, bias = _binary_logistic(x_train, targets[train])
         scores = x_test @ weight + bias
-        per_class = [
-            _auc(scores[:, j], targets[test, j] > 0) for j in range(targets.shape[1])
-        ]
+        per_class = [_auc(scores[:, j], targets[test, j] > 0) for j in range(targets.shape[1])]
         per_class = [a for a in per_class if not math.isnan(a)]
         if per_class:
             aucs.append(sum(per_class) / len(per_class))
@@ -603,8 +604,11 @@ def factor_vae_score(
     ks, _, points = _fixed_factor_draws(classes, num_train + num_eval, batch_size, generator)
     votes = normalized[points].var(1).argmin(1)  # (num,)
     table = torch.zeros(normalized.shape[1], num_factors, dtype=torch.long)
-    table.index_put_((votes[:num_train], ks[:num_train]), torch.ones(num_train, dtype=torch.long),
-                     accumulate=True)
+    table.index_put_(
+        (votes[:num_train], ks[:num_train]),
+        torch.ones(num_train, dtype=torch.long),
+        accumulate=True,
+    )
     predicted = table.argmax(1)[votes[num_train:]]
     return float((predicted == ks[num_train:]).double().mean())
 
@@ -648,8 +652,11 @@ class Disentanglement:
         return out
 
     def __str__(self) -> str:
-        rows = [f"{key:>20s}  {value:.4f}" for key, value in self.as_dict().items()
-                if key != "num_points"]
+        rows = [
+            f"{key:>20s}  {value:.4f}"
+            for key, value in self.as_dict().items()
+            if key != "num_points"
+        ]
         return "\n".join([f"disentanglement on {self.num_points} points", *rows])
 
 
@@ -693,8 +700,9 @@ def _representation(model):
     )
 
 
-def encode_factors(model, data, factors=None, num_points: int = 10_000, batch_size: int = 256,
-                   seed: int = 0):
+def encode_factors(
+    model, data, factors=None, num_points: int = 10_000, batch_size: int = 256, seed: int = 0
+):
     """Codes and factors of a seeded sample of ``num_points`` points (all of them if
     fewer), encoded in batches under :func:`torch.no_grad`: ``(codes, factors)`` on
     the CPU.
@@ -728,8 +736,11 @@ def encode_factors(model, data, factors=None, num_points: int = 10_000, batch_si
     rows = rows.sort().values
     encode = _representation(model)
     module = model if isinstance(model, torch.nn.Module) else None
-    device = next(iter(module.parameters())).device if module is not None and any(
-        True for _ in module.parameters()) else x.device
+    device = (
+        next(iter(module.parameters())).device
+        if module is not None and any(True for _ in module.parameters())
+        else x.device
+    )
     codes = []
     with torch.no_grad(), _eval_mode(module):
         for start in range(0, rows.numel(), batch_size):
@@ -817,8 +828,9 @@ def _factorized(fn, what, which):
     )
 
 
-def kl_decomposition(model, data, num_samples: int = 1, c=None, batch_size: int = 100
-                     ) -> KLDecomposition:
+def kl_decomposition(
+    model, data, num_samples: int = 1, c=None, batch_size: int = 100
+) -> KLDecomposition:
     r"""The three-way split of the average KL (:class:`KLDecomposition`), extending
     :func:`~probae.evaluate.elbo_surgery`: the aggregate posterior
     :math:`q(z) = \frac1N\sum_m q(z|x_m)` and its marginals
@@ -851,8 +863,9 @@ def kl_decomposition(model, data, num_samples: int = 1, c=None, batch_size: int 
                 site = _latent_site(poutine.trace(pair.guide).get_trace(*args), what)
             posteriors.append(_factorized(site["fn"], what, "posterior"))
         for args in batches:
-            with poutine.block(), pyro.plate(
-                importance.SAMPLE_PLATE, num_samples, dim=-(nesting + 1)
+            with (
+                poutine.block(),
+                pyro.plate(importance.SAMPLE_PLATE, num_samples, dim=-(nesting + 1)),
             ):
                 site = _latent_site(poutine.trace(pair.guide).get_trace(*args), what)
             z = site["value"]  # (S, B, D)
@@ -878,8 +891,9 @@ def kl_decomposition(model, data, num_samples: int = 1, c=None, batch_size: int 
             terms["dim"].append(log_product - log_p)
     from ._util import _mean_and_stderr
 
-    stats = {key: _mean_and_stderr(torch.cat(v, -1).reshape(num_samples, -1))
-             for key, v in terms.items()}
+    stats = {
+        key: _mean_and_stderr(torch.cat(v, -1).reshape(num_samples, -1)) for key, v in terms.items()
+    }
     return KLDecomposition(
         average_kl=stats["kl"][0],
         mutual_information=stats["mi"][0],

@@ -1,6 +1,7 @@
 """beta-TCVAE, FactorVAE and DIP-VAE: their extra terms against independent
 computations, their training, saving and the family table."""
 
+import json
 import math
 
 import numpy as np
@@ -197,6 +198,59 @@ def test_families_train_save_and_load(config, tmp_path, device):
             assert list(value) == config[key] if isinstance(value, tuple) else value == config[key]
 
 
-def test_beta_tcvae_configuration_needs_the_data_set_size():
+def test_beta_tcvae_refuses_to_train_without_the_data_set_size(device):
+    model = families.build({"model": "beta-tcvae", "hidden": [8]}, (12,)).to(device)
+    assert model.dataset_size is None
     with pytest.raises(ValueError, match="dataset_size"):
-        families.build({"model": "beta-tcvae"}, (12,))
+        probae.fit(model, _binary(20, 12, device), epochs=1)
+
+
+def test_command_line_trains_and_measures_on_dsprites(tmp_path, capsys, monkeypatch, device):
+    from probae import cli, dsprites
+
+    # a small sample of dSprites stands in for the 50,000-image default
+    monkeypatch.setattr(
+        cli._data,
+        "load",
+        lambda name, split, root=None, flatten=True: dsprites.load(
+            split, size=300 if split == "train" else 200, flatten=flatten
+        ),
+    )
+    run = tmp_path / "run"
+    options = ["--z-dim", "3", "--hidden", "32", "--threads", "1", "--no-progress"]
+    argv = ["train", "--model", "beta-tcvae", "--data", "dsprites", "--run-dir", str(run)]
+    assert cli.main([*argv, "--epochs", "1", "--alpha", "0.5", *options]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset_size"] == 300 and config["alpha"] == 0.5
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--num-samples", "5", "--disentanglement"]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads((run / "metrics.json").read_text())["disentanglement"]
+    assert set(scores) >= {"mig", "factor_vae", "beta_vae", "dci_disentanglement", "sap"}
+    assert f"{scores['mig']:.4f}" in out
+
+
+def test_command_line_refuses_disentanglement_without_factors(tmp_path, capsys):
+    from probae import cli
+
+    run = tmp_path / "run"
+    options = ["--z-dim", "2", "--hidden", "16", "--threads", "1", "--no-progress"]
+    assert cli.main(["train", "--run-dir", str(run), "--epochs", "1", *options]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--num-samples", "5", "--disentanglement"]) == 2
+    assert "known factors" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "vae", "--gamma", "3", "--run-dir", str(run / "x")]) == 2
+    assert "factor-vae" in capsys.readouterr().err
+
+
+def test_factor_vs_latent_draws_the_mutual_information(tmp_path):
+    import matplotlib.image
+
+    from probae import dsprites, viz
+
+    ds = dsprites.synthetic(500, sizes=(3, 4))
+    path = viz.factor_vs_latent(lambda x: x.flip(1), ds, tmp_path / "mi.png")
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+    with pytest.raises(ValueError, match="factor_names"):
+        viz.factor_vs_latent(lambda x: x, ds, tmp_path / "x.png", factor_names=["a"])

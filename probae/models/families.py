@@ -116,14 +116,11 @@ def _cvae(config: dict, common: dict):
 
 
 def _beta_tcvae(config: dict, common: dict):
-    if config.get("dataset_size") is None:
-        raise OptionError(
-            "dataset_size", "a beta-tcvae configuration needs {}, the training set size"
-        )
+    size = config["dataset_size"]
     return BetaTCVAE(
         **common,
         beta=config["beta"],
-        dataset_size=int(config["dataset_size"]),
+        dataset_size=None if size is None else int(size),
         alpha=config["alpha"],
         gamma=config["gamma"],
     )

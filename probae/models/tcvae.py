@@ -88,8 +88,9 @@ class BetaTCVAE(VAE):
     :param prior: a module from :mod:`probae.priors` (default standard normal).
     :param likelihood: a module from :mod:`probae.likelihoods` (default Bernoulli).
     :param float beta: weight of the total correlation (6 in the paper's dSprites runs).
-    :param int dataset_size: N, the number of training points (minibatch-weighted
-        sampling reads it).
+    :param int dataset_size: N, the number of training points, which
+        minibatch-weighted sampling reads (training refuses to start without it; the
+        command line sets it from the data).
     :param float alpha: weight of the index-code mutual information.
     :param float gamma: weight of the dimension-wise KL.
     :param tuple hidden: hidden widths of MLP networks.
@@ -104,7 +105,7 @@ class BetaTCVAE(VAE):
         prior=None,
         likelihood=None,
         beta: float = 6.0,
-        dataset_size: int = 1,
+        dataset_size: int | None = None,
         alpha: float = 1.0,
         gamma: float = 1.0,
         hidden=(256, 256),
@@ -112,8 +113,12 @@ class BetaTCVAE(VAE):
         decoder=None,
     ):
         super().__init__(x_shape, z_dim, prior, likelihood, beta, hidden, encoder, decoder)
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
-            raise ValueError(f"dataset_size must be a positive integer, got {dataset_size!r}")
+        if dataset_size is not None and (
+            isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1
+        ):
+            raise ValueError(
+                f"dataset_size must be a positive integer or None, got {dataset_size!r}"
+            )
         self.dataset_size = dataset_size
         self.alpha = _number("alpha", alpha)
         self.gamma = _number("gamma", gamma)
@@ -123,6 +128,11 @@ class BetaTCVAE(VAE):
         \widehat{\mathrm{dimKL}})`, each ``(..., M)``; they sum to
         :math:`\log q(z|x) - \log p(z)` exactly."""
         n = loc.shape[0]
+        if self.dataset_size is None:
+            raise ValueError(
+                "BetaTCVAE needs dataset_size=, the number of training points, to estimate "
+                "the total correlation by minibatch-weighted sampling"
+            )
         if n > self.dataset_size:
             raise ValueError(
                 f"a batch of {n} points exceeds dataset_size={self.dataset_size}: build "

@@ -6,7 +6,7 @@ likelihood, Adam at lr 1e-3, batch 64, trained for ``--steps`` steps on a seeded
 sample of ``--train`` dSprites images; the metrics (probae.evaluate.disentanglement)
 on 10,000 of those points. Writes one JSON line per model to ``--out``.
 
-    nice -n 10 python bench/disentanglement_dsprites.py --train 20000 --steps 1500
+    nice -n 10 python bench/disentanglement_dsprites.py --train 20000 --steps 1250
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import torch
 
 import probae
-from probae import VAE, BetaTCVAE, FactorVAE, dsprites, evaluate
+from probae import VAE, BetaTCVAE, FactorVAE, dsprites, evaluate, viz
 
 HIDDEN = (512, 256)
 
@@ -44,6 +44,9 @@ def main():
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="disentanglement_dsprites.jsonl")
+    parser.add_argument(
+        "--pictures", default=None, help="folder for each model's traversals and MI heat map"
+    )
     parser.add_argument(
         "--models",
         nargs="*",
@@ -77,6 +80,14 @@ def main():
         with open(args.out, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         probae.save(model, f"{args.out}.{name}")
+        if args.pictures:
+            pictures(model, data, name, args.pictures)
+
+
+def pictures(model, data, name, folder):
+    """Latent traversals from the code of the first image, and the MI heat map."""
+    viz.traversal(model, x=data.x[:1], span=2.5, path=f"{folder}/{name}_traversals.png")
+    viz.factor_vs_latent(model, data, f"{folder}/{name}_mi.png")
 
 
 if __name__ == "__main__":

@@ -491,6 +491,10 @@ def modularity_explicitness(
 # -- scores from fixed factors -------------------------------------------------------------
 
 
+#: votes computed at once: bounds memory at _CHUNK x batch_size x D codes
+_CHUNK = 1024
+
+
 class _Groups:
     """For each factor, the points sorted by its class: draws a partner sharing the
     class of a given point in O(1)."""
@@ -547,7 +551,8 @@ def beta_vae_score(
 
     the mean absolute code difference of L = ``batch_size`` pairs of points that
     share factor k's class (pairs drawn from the data: a point, then a partner with
-    the same class of k). 1 when a code is constant exactly when its factor is;
+    the same class of k), standardized over the training examples. 1 when a code is
+    constant exactly when its factor is;
     chance, 1/K, for codes independent of the factors.
 
     :param int num_train: training examples of the classifier.
@@ -566,7 +571,12 @@ def beta_vae_score(
         rows = (ks == k).nonzero().squeeze(1)
         flat = first[rows].reshape(-1)
         second[rows] = groups.partners(k, flat, (), generator).reshape(-1, batch_size)
-    features = (codes[first] - codes[second]).abs().mean(1)  # (num, D)
+    features = torch.cat(
+        [
+            (codes[a] - codes[b]).abs().mean(1)  # (chunk, D)
+            for a, b in zip(first.split(_CHUNK), second.split(_CHUNK), strict=True)
+        ]
+    )
     x_train, x_eval = _standardize(features[:num_train], features[num_train:])
     weight, bias = _logistic_regression(x_train, ks[:num_train], classes.shape[1])
     predicted = (x_eval @ weight + bias).argmax(1)
@@ -602,7 +612,7 @@ def factor_vae_score(
     normalized = codes[:, active] / scale[active]
     generator = torch.Generator().manual_seed(seed)
     ks, _, points = _fixed_factor_draws(classes, num_train + num_eval, batch_size, generator)
-    votes = normalized[points].var(1).argmin(1)  # (num,)
+    votes = torch.cat([normalized[rows].var(1).argmin(1) for rows in points.split(_CHUNK)])
     table = torch.zeros(normalized.shape[1], num_factors, dtype=torch.long)
     table.index_put_(
         (votes[:num_train], ks[:num_train]),

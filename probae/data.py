@@ -242,6 +242,7 @@ class ConditionalDataset(Dataset):
             x=self.x[index],
             y=None if self.y is None else self.y[index],
             c=self.c[index],
+            factors=None if self.factors is None else self.factors[index],
         )
 
     def to(self, device) -> ConditionalDataset:
@@ -250,6 +251,7 @@ class ConditionalDataset(Dataset):
             x=self.x.to(device),
             y=None if self.y is None else self.y.to(device),
             c=self.c.to(device),
+            factors=None if self.factors is None else self.factors.to(device),
         )
 
 

@@ -128,3 +128,13 @@ def test_data_load_dsprites():
     ds = data.load("dsprites", split="test", flatten=False)
     assert ds.x.shape == (10_000, 1, 64, 64) and ds.factors.shape == (10_000, 5)
     assert data.load("dsprites", split="test").x.shape == (10_000, 4096)
+
+
+def test_factors_follow_slicing_and_devices(device):
+    x, factors = torch.rand(6, 2), torch.arange(6).reshape(6, 1)
+    for ds in (
+        data.Dataset(x=x, factors=factors),
+        data.ConditionalDataset(x=x, c=torch.zeros(6, 1), factors=factors),
+    ):
+        assert torch.equal(ds[2:4].factors, factors[2:4])
+        assert ds.to(device).factors.device.type == device.type

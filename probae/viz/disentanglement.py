@@ -71,7 +71,7 @@ def factor_vs_latent(
                 color="black" if value > 0.6 else "white",
             )
     ax.set_xticks(range(num_factors), factor_names, rotation=30, ha="right")
-    ax.set_yticks(range(num_codes), [f"z{d + 1}" for d in range(num_codes)])
+    ax.set_yticks(range(num_codes), [f"z{d}" for d in range(num_codes)])  # as viz.traversal
     ax.set_xlabel("factor")
     ax.set_ylabel("code")
     ax.set_title("I(code; factor) / H(factor)")

@@ -131,6 +131,9 @@ def test_a_model_is_encoded_in_batches(factors, device):
     scores = evaluate.disentanglement(vae, ds, num_points=300, batch_size=64)
     codes, _ = disentangle.encode_factors(vae, ds, num_points=300, batch_size=64)
     assert scores.mig == pytest.approx(disentangle.mig(codes, _), abs=1e-12)
+    # a (model, guide) pair is read at the mean of its guide's "z": the same codes
+    pair_codes, _ = disentangle.encode_factors((vae.model, vae.guide), ds, num_points=300)
+    torch.testing.assert_close(pair_codes, codes)
 
 
 def test_bad_input(factors):

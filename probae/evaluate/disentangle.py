@@ -83,7 +83,7 @@ import torch
 from pyro import poutine
 
 from .. import importance
-from .._common import as_pair, positive_int
+from .._common import as_pair, device_of, positive_int
 from ._util import _eval_mode, _latent_site, _per_batch, _prior_of, _setup
 
 __all__ = [
@@ -746,11 +746,7 @@ def encode_factors(
     rows = rows.sort().values
     encode = _representation(model)
     module = model if isinstance(model, torch.nn.Module) else None
-    device = (
-        next(iter(module.parameters())).device
-        if module is not None and any(True for _ in module.parameters())
-        else x.device
-    )
+    device = device_of(module, x.device)
     codes = []
     with torch.no_grad(), _eval_mode(module):
         for start in range(0, rows.numel(), batch_size):

@@ -5,15 +5,18 @@ Every autoencoder here is a Pyro model/guide pair; one training loop
 and a user's own pair too.
 """
 
-from . import corruption, data, evaluate, likelihoods, nets, priors, viz
+from . import corruption, data, dsprites, evaluate, likelihoods, nets, priors, viz
 from ._config import register
 from .models import (
     AE,
     CVAE,
+    DIPVAE,
     VAE,
+    BetaTCVAE,
     ConditionalBaseline,
     ContractiveAE,
     DenoisingAE,
+    FactorVAE,
     KSparseAE,
     SparseAE,
     fit_latent_density,
@@ -25,7 +28,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AE",
+    "BetaTCVAE",
     "CVAE",
+    "DIPVAE",
+    "FactorVAE",
     "VAE",
     "ConditionalBaseline",
     "ContractiveAE",
@@ -35,6 +41,7 @@ __all__ = [
     "SparseAE",
     "corruption",
     "data",
+    "dsprites",
     "evaluate",
     "fit",
     "fit_latent_density",

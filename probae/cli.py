@@ -294,6 +294,45 @@ def _add_model_options(parser) -> None:
         type=int,
         help=f"code units kept, the K largest, at most --z-dim ({_default_text('k')}) {_only('k')}",
     )
+    group.add_argument(
+        "--alpha",
+        metavar="A",
+        type=float,
+        help="weight of the index-code mutual information (default: 1) " + _only("alpha"),
+    )
+    group.add_argument(
+        "--gamma",
+        metavar="G",
+        type=float,
+        help="beta-tcvae: weight of the dimension-wise KL (default: 1); factor-vae: weight "
+        "of the total-correlation penalty (default: 10) " + _only("gamma"),
+    )
+    group.add_argument(
+        "--discriminator-hidden",
+        metavar="W,W,...",
+        type=_hidden,
+        help="hidden widths of the total-correlation discriminator (default: six layers "
+        "of 1000) " + _only("discriminator_hidden"),
+    )
+    group.add_argument(
+        "--kind",
+        choices=["i", "ii"],
+        help="DIP-VAE-I (covariance of the posterior means) or -II (of the aggregate "
+        "posterior) (default: ii) " + _only("kind"),
+    )
+    group.add_argument(
+        "--lambda-od",
+        metavar="L",
+        type=float,
+        help="weight of the off-diagonal covariance terms (default: 10) " + _only("lambda_od"),
+    )
+    group.add_argument(
+        "--lambda-d",
+        metavar="L",
+        type=float,
+        help="weight of the diagonal covariance terms (default: 10 --lambda-od for kind i, "
+        "--lambda-od for kind ii) " + _only("lambda_d"),
+    )
 
 
 def _add_training_options(parser, epochs: int) -> None:
@@ -431,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="seed of the Monte Carlo estimates (default: 0)",
+    )
+    ev.add_argument(
+        "--disentanglement",
+        action="store_true",
+        help="also the disentanglement metrics against the data set's known factors "
+        "(dsprites): BetaVAE and FactorVAE scores, MIG, SAP, DCI, modularity, explicitness",
     )
     _add_device(ev)
     _add_threads(ev, 0)
@@ -669,6 +714,8 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorbo
             "or laplace"
         )
     config["x_shape"] = list(train.x.shape[1:])
+    if "dataset_size" in families.family(config["model"]).options:
+        config["dataset_size"] = config.get("dataset_size") or len(train)
     conditional = families.family(config["model"]).conditional
     if conditional:
         if train.y is None:
@@ -842,8 +889,19 @@ def cmd_evaluate(args) -> int:
     metrics = _evaluate(
         model, config, args.split, args.num_samples, args.chunk_size, args.batch_size, args.seed
     )
+    if args.disentanglement:
+        data = _evaluation_data(config, args.split)
+        if data.factors is None:
+            raise CommandError(
+                f"--disentanglement needs a data set with known factors (dsprites); "
+                f"{config['data']!r} has none"
+            )
+        scores = evaluate.disentanglement(model, data, seed=args.seed)
+        metrics["disentanglement"] = scores.as_dict()
     _write_json(metrics, Path(args.run_dir) / METRICS_NAME)
     _print_metrics(metrics, config)
+    if args.disentanglement:
+        print(f"{args.split} {scores}")
     return 0
 
 

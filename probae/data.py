@@ -20,6 +20,9 @@ Built in:
   :func:`celeba`, :func:`image_folder`); ``.npy``/``.pt`` files by path
   (:func:`from_file`). :func:`open_images` gives CelebA or a folder as a streamed
   :class:`ImageFiles` for :func:`probae.fit`.
+- ``"dsprites"``: 64x64 binary sprites with five known factors of variation,
+  generated from their definition (:func:`probae.dsprites.load`): a seeded sample of
+  50,000 training or 10,000 test images, ``factors`` holding their classes.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 
 __all__ = ["Dataset", "load", "binarize", "as_tensor", "batches", "NAMES"]
 
-NAMES = ("digits", "mnist", "fashion-mnist", "moons", "spiral")
+NAMES = ("digits", "mnist", "fashion-mnist", "moons", "spiral", "dsprites")
 SPLITS = ("train", "test")
 DIGITS_TRAIN_SIZE = 1437
 
@@ -46,29 +49,43 @@ class Dataset:
     :ivar y: labels of shape ``(N,)`` (``torch.long``) or None.
     :ivar tuple image_shape: ``(C, H, W)`` of one point seen as a picture, or None.
     :ivar str name: the data set's name.
+    :ivar factors: ground-truth factors of variation ``(N, K)`` or None: integer
+        classes, or real values (see :mod:`probae.evaluate.disentangle`).
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     image_shape: tuple | None = None
     name: str = "tensor"
+    factors: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __getitem__(self, index) -> Dataset:
-        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+        return replace(
+            self,
+            x=self.x[index],
+            y=None if self.y is None else self.y[index],
+            factors=None if self.factors is None else self.factors[index],
+        )
 
     def to(self, device) -> Dataset:
-        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+        return replace(
+            self,
+            x=self.x.to(device),
+            y=None if self.y is None else self.y.to(device),
+            factors=None if self.factors is None else self.factors.to(device),
+        )
 
 
 def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Dataset:
     """Loads a data set into memory.
 
     :param str name: one of ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, ``"moons"``,
-        ``"spiral"``, ``"cifar10"``, ``"svhn"``, ``"celeba"``, ``"image-folder"`` (from
-        ``root``), or the path of a ``.npy``/``.pt`` file or of an image folder.
+        ``"spiral"``, ``"dsprites"``, ``"cifar10"``, ``"svhn"``, ``"celeba"``,
+        ``"image-folder"`` (from ``root``), or the path of a ``.npy``/``.pt`` file or of an
+        image folder.
     :param str split: ``"train"`` or ``"test"``.
     :param root: folder holding ``MNIST/raw`` or ``FashionMNIST/raw`` (torchvision's
         layout); needed for the MNIST family only.
@@ -83,11 +100,18 @@ def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Da
     if key in DISK_NAMES:
         return _from_disk(key, split, root, flatten)
     if key not in NAMES:
-        raise ValueError(f"unknown data set name={name!r}; expected one of {list(NAMES)}")
+        raise ValueError(
+            f"unknown data set name={name!r}; expected one of {[*NAMES, *DISK_NAMES]} or the "
+            "path of a .npy/.pt file or an image folder"
+        )
     if key == "digits":
         ds = _digits(split)
     elif key in ("mnist", "fashion-mnist"):
         ds = _torchvision(key, split, root)
+    elif key == "dsprites":
+        from . import dsprites
+
+        return dsprites.load(split, size=50_000 if split == "train" else 10_000, flatten=flatten)
     else:
         return _toy(key, split)
     if not flatten:
@@ -233,6 +257,7 @@ class ConditionalDataset(Dataset):
             x=self.x[index],
             y=None if self.y is None else self.y[index],
             c=self.c[index],
+            factors=None if self.factors is None else self.factors[index],
         )
 
     def to(self, device) -> ConditionalDataset:
@@ -241,6 +266,7 @@ class ConditionalDataset(Dataset):
             x=self.x.to(device),
             y=None if self.y is None else self.y.to(device),
             c=self.c.to(device),
+            factors=None if self.factors is None else self.factors.to(device),
         )
 
 

@@ -28,6 +28,10 @@ concern each, and every one is importable from here (``evaluate.elbo``):
   :func:`elbo_surgery`.
 - :mod:`probae.evaluate.representation`: what the codes hold, :func:`cluster`
   with :func:`clustering_accuracy`, and :func:`linear_probe`.
+- :mod:`probae.evaluate.disentangle`: metrics against known factors of
+  variation (:func:`disentanglement` computes them all: BetaVAE and FactorVAE
+  scores, MIG, SAP, DCI, modularity and explicitness), and
+  :func:`total_correlation` with :func:`kl_decomposition`.
 - :mod:`probae.evaluate.export`: :func:`to_inference_data` for ArviZ.
 
 **References**
@@ -50,6 +54,20 @@ from .diagnostics import (
     elbo_surgery,
     khat_threshold,
     psis_diagnostic,
+)
+from .disentangle import (
+    Disentanglement,
+    KLDecomposition,
+    beta_vae_score,
+    dci,
+    disentanglement,
+    factor_vae_score,
+    kl_decomposition,
+    mig,
+    modularity_explicitness,
+    mutual_information_matrix,
+    sap,
+    total_correlation,
 )
 from .estimators import (
     LogLikelihood,
@@ -81,4 +99,16 @@ __all__ = [
     "elbo_surgery",
     "bits_per_dim",
     "to_inference_data",
+    "Disentanglement",
+    "KLDecomposition",
+    "beta_vae_score",
+    "dci",
+    "disentanglement",
+    "factor_vae_score",
+    "kl_decomposition",
+    "mig",
+    "modularity_explicitness",
+    "mutual_information_matrix",
+    "sap",
+    "total_correlation",
 ]

@@ -12,11 +12,17 @@ from .autoencoders import (
 )
 from .base import Autoencoder
 from .cvae import CVAE, ConditionalBaseline
+from .dipvae import DIPVAE
+from .factorvae import FactorVAE
+from .tcvae import BetaTCVAE
 from .vae import VAE
 
 __all__ = [
     "AE",
     "Autoencoder",
+    "BetaTCVAE",
+    "DIPVAE",
+    "FactorVAE",
     "CVAE",
     "ConditionalBaseline",
     "ContractiveAE",

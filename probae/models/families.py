@@ -26,6 +26,9 @@ from .autoencoders import (
     SparseAE,
 )
 from .cvae import CVAE
+from .dipvae import DIPVAE
+from .factorvae import FactorVAE
+from .tcvae import BetaTCVAE
 from .vae import VAE
 
 __all__ = [
@@ -112,6 +115,38 @@ def _cvae(config: dict, common: dict):
     return CVAE(**common, c_shape=tuple(config["c_shape"]), beta=config["beta"])
 
 
+def _beta_tcvae(config: dict, common: dict):
+    size = config["dataset_size"]
+    return BetaTCVAE(
+        **common,
+        beta=config["beta"],
+        dataset_size=None if size is None else int(size),
+        alpha=config["alpha"],
+        gamma=config["gamma"],
+    )
+
+
+def _factor_vae(config: dict, common: dict):
+    return FactorVAE(
+        **common,
+        gamma=config["gamma"],
+        discriminator_hidden=tuple(config["discriminator_hidden"]),
+        beta=config["beta"],
+    )
+
+
+def _dip_vae(config: dict, common: dict):
+    model = DIPVAE(
+        **common,
+        kind=config["kind"],
+        lambda_od=config["lambda_od"],
+        lambda_d=config["lambda_d"],
+        beta=config["beta"],
+    )
+    config["lambda_d"] = model.lambda_d
+    return model
+
+
 def _ae(config: dict, common: dict):
     return AE(**common)
 
@@ -195,6 +230,21 @@ FAMILIES = {
         _vae,
     ),
     "cvae": Family(CVAE, {**_VARIATIONAL, "beta_warmup": 0}, _cvae),
+    "beta-tcvae": Family(
+        BetaTCVAE,
+        {**_VARIATIONAL, "beta": 6.0, "alpha": 1.0, "gamma": 1.0, "dataset_size": None},
+        _beta_tcvae,
+    ),
+    "factor-vae": Family(
+        FactorVAE,
+        {**_VARIATIONAL, "gamma": 10.0, "discriminator_hidden": [1000] * 6},
+        _factor_vae,
+    ),
+    "dip-vae": Family(
+        DIPVAE,
+        {**_VARIATIONAL, "kind": "ii", "lambda_od": 10.0, "lambda_d": None},
+        _dip_vae,
+    ),
     "ae": Family(AE, _DETERMINISTIC, _ae),
     "denoising-ae": Family(
         DenoisingAE, {**_DETERMINISTIC, "corruption": "masking", "noise": None}, _denoising_ae

@@ -27,15 +27,19 @@ here (``viz.sample_grid``):
   :func:`class_samples`, for conditional models.
 - :mod:`probae.viz.training`: :func:`history_plot`, :func:`rate_distortion` and
   :func:`kl_per_dimension`.
+- :mod:`probae.viz.disentanglement`: :func:`factor_vs_latent`, codes against known
+  factors.
 """
 
 from .autoencoders import filters, first_layer_weights, vector_field
 from .conditional import class_samples, quadrant_completions
+from .disentanglement import factor_vs_latent
 from .images import image_grid, reconstructions, sample_grid
 from .latent import aggregate_posterior, interpolation, latent_scatter, traversal
 from .training import history_plot, kl_per_dimension, rate_distortion
 
 __all__ = [
+    "factor_vs_latent",
     "image_grid",
     "sample_grid",
     "reconstructions",

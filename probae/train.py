@@ -40,9 +40,9 @@ import torch
 from pyro import poutine
 
 from . import data as _data
-from . import distributed, importance
+from . import distributed, objectives
 from ._common import as_pair, positive_int, prepare
-from .objectives import LOSSES, make_elbo
+from .checks import check_parameters
 from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
 from .saving import read_checkpoint as load_checkpoint
 
@@ -159,7 +159,11 @@ def fit(
     :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
     :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
     :param int batch_size: points per step.
-    :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``.
+    :param loss: ``"elbo"``, ``"meanfield"``, ``"iwae"``, or any
+        :class:`pyro.infer.ELBO` instance (``TraceEnum_ELBO(max_plate_nesting=1)``,
+        ``RenyiELBO(alpha=0.5)``, ...). A pair with sites marked for enumeration gets
+        :class:`~pyro.infer.TraceEnum_ELBO` for ``"elbo"``; see
+        :func:`probae.objectives.objective_for` for what is checked on the first batch.
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
     :param float lr: learning rate of the default Adam optimizer.
     :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
@@ -212,8 +216,7 @@ def _fit(
     module = pair.module
     epochs = positive_int("epochs", epochs)
     batch_size = positive_int("batch_size", batch_size)
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
+    objectives.check_loss(loss)
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
     if not (isinstance(lr, (int, float)) and lr > 0):
@@ -248,17 +251,13 @@ def _fit(
         torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x,
         None if c is None else c[:batch_size],
     )
-    if importance.enumerated_sites(pair.model, pair.guide, probe):
-        with importance.preserve_rng(probe):
-            nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
-        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, enumerate=True)
-    else:
-        elbo = make_elbo(loss, num_particles)
+    elbo, pair = objectives.for_pair(loss, num_particles, pair, probe)
     with poutine.trace(param_only=True) as capture:
         probe_loss = elbo.differentiable_loss(pair.model, pair.guide, *probe)
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
+    grads = check_parameters(probe_loss, params.params, params.store_names, module)
     optim = (
         optimizer(params.params)
         if optimizer is not None
@@ -266,7 +265,6 @@ def _fit(
     )
     if world > 1:
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
-        grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
         unused = any(g is None for g in grads)
         loss_of = distributed.wrap_loss(module, elbo, pair.model, pair.guide, unused)
     else:

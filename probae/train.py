@@ -49,6 +49,7 @@ from .saving import read_checkpoint as load_checkpoint
 __all__ = ["History", "fit", "load_checkpoint", "CHECKPOINT_NAME"]
 
 BINARIZE = (None, "static", "dynamic")
+OBSERVATIONS = ("x", "c")
 
 
 @dataclass
@@ -151,6 +152,7 @@ def fit(
     progress: bool | None = None,
     validate: bool = False,
     condition=None,
+    observation: str = "x",
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -185,6 +187,9 @@ def fit(
         rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
         tensor field of the data, or a tensor. Without either, a data set that carries
         its own ``c`` (:func:`probae.data.quadrants`) supplies it.
+    :param str observation: which argument of ``model(x, c)`` is the observed data that
+        ``binarize`` draws and checks: ``"x"`` (the default) or ``"c"``, for pairs whose
+        first argument is the condition (Pyro's CVAE ``model(xs, ys)`` scores ``ys``).
     :returns: the :class:`History` of the whole run.
     """
     with pyro.validation_enabled(validate):
@@ -211,6 +216,7 @@ def _fit(
     progress,
     validate,
     condition,
+    observation,
 ):
     pair = as_pair(model)
     module = pair.module
@@ -219,6 +225,9 @@ def _fit(
     objectives.check_loss(loss)
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"observation must be 'x' or 'c', got {observation!r}")
+    observed = OBSERVATIONS.index(observation)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if beta_warmup and not hasattr(module, "beta"):
@@ -234,12 +243,15 @@ def _fit(
     c = _data.resolve_condition(data, condition, c, c_shape, "data")
     if validation is not None and validation_c is None and not torch.is_tensor(condition):
         validation_c = _data.resolve_condition(validation, condition, None, c_shape, "validation")
-    x, c = _training_data(data, module, c, binarize, "data")
+    if observed and c is None:
+        raise ValueError("observation='c' needs a condition c (c= or condition=)")
+    x, c = _training_data(data, module, c, binarize, "data", observed)
     val = None
     if validation is not None:
-        val = _training_data(validation, module, validation_c, binarize, "validation")
+        val = _training_data(validation, module, validation_c, binarize, "validation", observed)
         if binarize == "dynamic":  # one fixed draw, so epochs are comparable
-            val = (_data.binarize(val[0], seed=0), val[1])
+            val = list(val)
+            val[observed] = _data.binarize(val[observed], seed=0)
     target_beta = getattr(module, "beta", None)
     steps_per_epoch = math.ceil(math.ceil(x.shape[0] / world) / batch_size)
     warmup_steps = beta_warmup * steps_per_epoch
@@ -247,10 +259,7 @@ def _fit(
     # Discover every parameter (and initialize any pyro.param) before building the optimizer.
     params = _Parameters(module)
     probe_x = x[:batch_size]
-    probe = _args(
-        torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x,
-        None if c is None else c[:batch_size],
-    )
+    probe = _dynamic(_args(probe_x, None if c is None else c[:batch_size]), binarize, observed)
     elbo, pair = objectives.for_pair(loss, num_particles, pair, probe)
     with poutine.trace(param_only=True) as capture:
         probe_loss = elbo.differentiable_loss(pair.model, pair.guide, *probe)
@@ -294,9 +303,7 @@ def _fit(
                 if warmup_steps:
                     module.beta = target_beta * min(1.0, (step + 1) / warmup_steps)
                 xb = x[rows]
-                if binarize == "dynamic":
-                    xb = torch.bernoulli(xb)
-                args = _args(xb, None if c is None else c[rows])
+                args = _dynamic(_args(xb, None if c is None else c[rows]), binarize, observed)
                 with poutine.trace(param_only=True) as capture:
                     batch_loss = loss_of(*args)
                 value = batch_loss.item()
@@ -359,8 +366,20 @@ def _args(x, c):
     return (x,) if c is None else (x, c)
 
 
-def _training_data(data, module, c, binarize, name):
-    x, c = prepare(data, module, c, name=name, check_support=binarize is None)
+def _dynamic(args, binarize, observed):
+    """The batch's arguments with the observation drawn afresh (binarize='dynamic')."""
+    if binarize != "dynamic":
+        return args
+    args = list(args)
+    args[observed] = torch.bernoulli(args[observed])
+    return tuple(args)
+
+
+def _training_data(data, module, c, binarize, name, observed=0):
+    x, c = prepare(data, module, c, name=name, check_support=binarize is None and not observed)
+    if observed and binarize is not None:
+        name = "c" if name == "data" else f"{name}_c"
+        return x, _training_data(c, None, None, binarize, name)[0]
     if binarize is not None:
         if ((x < 0) | (x > 1)).any():
             raise ValueError(

@@ -439,3 +439,33 @@ def test_elbos_without_differentiable_loss_get_pyros_own_gradient(device, elbo):
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     for mine, theirs in zip(ours, [decoder.weight.grad, encoder.weight.grad], strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("binarize", ["static", "dynamic"])
+def test_observation_c_binarizes_the_second_argument_only(device, binarize):
+    """Pyro's CVAE convention, model(xs, ys) scoring ys: observation='c' names ys."""
+    seen = []
+    net = nn.Linear(4, 4).to(device)
+
+    def model(xs, ys):
+        seen.append((xs.detach().clone(), ys.detach().clone()))
+        pyro.module("net", net)
+        with pyro.plate("data", xs.shape[0]):
+            z = pyro.sample("z", dist.Normal(xs.new_zeros(4), 1.0).to_event(1))
+            pyro.sample("y", dist.Bernoulli(logits=net(z + xs)).to_event(1), obs=ys)
+
+    def guide(xs, ys):
+        with pyro.plate("data", xs.shape[0]):
+            pyro.sample("z", dist.Normal(xs, 1.0).to_event(1))
+
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.rand(16, 4, generator=gen).to(device)
+    ys = torch.rand(16, 4, generator=gen).to(device)
+    probae.fit((model, guide), xs, c=ys, observation="c", binarize=binarize, epochs=2)
+    for x_seen, y_seen in seen:
+        assert ((y_seen == 0) | (y_seen == 1)).all()
+        assert not ((x_seen == 0) | (x_seen == 1)).all()  # the condition is left as it is
+    with pytest.raises(ValueError, match="binarize='static' needs c in"):
+        probae.fit((model, guide), xs, c=ys - 1, observation="c", binarize="static")
+    with pytest.raises(ValueError, match="observation must be"):
+        probae.fit((model, guide), xs, c=ys, observation="y")

@@ -101,6 +101,7 @@ def row_vae(clients, name, train, test, args):
     return {
         "client": f"examples/vae/{name}.py",
         "adapter": "none",
+        "numbers": {"probae_elbo": elbo, "pyro_elbo_same_weights": theirs_same, "iwae": ll},
         "probae": f"ELBO {elbo:.2f}, IWAE({args.num_samples}) {ll:.2f} ({seconds:.0f} s)",
         "pyro": f"Trace_ELBO same weights {theirs_same:.2f}; SVI-trained twin {theirs:.2f} "
         f"({pyro_seconds:.0f} s)",
@@ -167,6 +168,12 @@ def row_cvae(clients, train, test, args):
     pyro.clear_param_store()
     return {
         "client": "examples/cvae/cvae.py",
+        "numbers": {
+            "probae_elbo": ours.mean().item(),
+            "pyro_elbo_same_weights": theirs,
+            "iwae": ll.mean,
+            "refused": refused.startswith("refused"),
+        },
         "adapter": "mask the Bernoulli instead of boolean-mask indexing; data=xs, c=ys "
         f"(the unadapted pair is {refused})",
         "probae": f"ELBO {ours.mean().item():.2f}, IWAE({args.num_samples}) {ll.mean:.2f} "
@@ -272,6 +279,7 @@ def row_m2(clients, args):
     pyro.clear_param_store()
     return {
         "client": "examples/vae/ss_vae_M2.py",
+        "numbers": {"probae_accuracy": ours, "pyro_accuracy": theirs},
         "adapter": "model/guide on labelled and unlabelled rows under two scopes (site and "
         "plate names)",
         "probae": f"test accuracy {ours:.3f} ({seconds:.0f} s)",

@@ -459,6 +459,7 @@ def objective_for(loss, num_particles: int, info: PairInfo):
             # Guide-only enumeration with a model that uses the value is the M2 pattern:
             # Pyro's strict warning would flag the guide's enumerated sites as unused.
             elbo.strict_enumeration_warning = False
+            elbo = differentiable(elbo)  # its differentiable_loss refuses no_grad passes
     else:
         # A known nesting: Pyro guesses none (no log line, no random draws).
         elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting)

@@ -46,7 +46,7 @@ def test_fit_trains_m2_on_traceenum_elbo_one_run_equals_the_three_losses(batch):
     auxiliary term) and the unlabelled batch's loss, which Pyro's recipe steps in turn."""
     m2, x, y = batch
     elbo, pair = objectives.for_pair("elbo", 1, Pair(m2.model, m2.guide, m2), (x, y))
-    assert isinstance(elbo, TraceEnum_ELBO) and elbo.max_plate_nesting == 1
+    assert isinstance(elbo.elbo, TraceEnum_ELBO) and elbo.max_plate_nesting == 1
 
     pyro.set_rng_seed(5)
     ours = elbo.differentiable_loss(pair.model, pair.guide, x, y)
@@ -117,7 +117,18 @@ def test_m2_learns_to_classify_digits_from_few_labels(m2_module):
     x = data.binarize(train, seed=0).x
     y = m2_module.semi_supervised_labels(train.y, 100)
     m2 = m2_module.M2(x_dim=64, hidden=64)
-    history = probae.fit(m2, x, c=y, epochs=3, batch_size=100, lr=3e-3, seed=0)
+    history = probae.fit(
+        m2,
+        x,
+        c=y,
+        epochs=3,
+        batch_size=100,
+        lr=3e-3,
+        seed=0,
+        validation=x[:200],
+        validation_c=y[:200],
+    )
     assert history.train_loss[-1] < history.train_loss[0]
+    assert history.val_loss[-1] < history.val_loss[0]
     accuracy = (m2.classify(test.x) == test.y).double().mean().item()
     assert accuracy > 0.4  # chance is 0.1

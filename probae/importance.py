@@ -9,6 +9,13 @@ Their average over draws is a Monte Carlo ELBO of point n; the log of their
 mean is the importance-weighted bound of Burda et al. (2016). Draws are
 vectorized with an outer ``pyro.plate`` to the left of the model's plates.
 
+A latent model site that the guide does not sample and that is not enumerated
+(a per-point scale :math:`s` of a Student-t prior written as a Gamma scale
+mixture) is drawn from its prior inside the model: its prior is its proposal, so
+:math:`\log p(s) - \log q(s) = 0` and the weight is
+:math:`\log p(x|z, s) + \log p(z|s) - \log q(z|x)`, unbiased for the same
+:math:`p(x, z) / q(z|x)` with :math:`p(z) = \int p(z|s) p(s)\, ds`.
+
 Site scales (``poutine.scale``, the beta of a beta-VAE) are ignored: these are
 the log-weights of the model's joint density, a bound on :math:`\log p(x)`
 whatever beta the model was trained with. Site masks are honoured.
@@ -34,6 +41,10 @@ from pyro.poutine.util import prune_subsample_sites
 
 DATA_PLATE = "data"
 SAMPLE_PLATE = "_probae_samples"
+
+
+class PairError(ValueError):
+    """A pair whose structure per-point weights cannot handle (said in words)."""
 
 
 def _unwrap(fn):
@@ -96,9 +107,13 @@ def _per_point(site, log_prob: torch.Tensor, nesting: int) -> torch.Tensor:
     total = nesting + 1  # the sample plate sits at dim -(nesting + 1)
     data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
     if not data_dims:
-        raise ValueError(
-            f"site {site['name']!r} lies outside pyro.plate({DATA_PLATE!r}): per-data-point "
-            "estimates need every sample site inside the data plate"
+        found = [f.name for f in site["cond_indep_stack"] if f.name != SAMPLE_PLATE]
+        where = f"in plates {found}" if found else "in no plate"
+        raise PairError(
+            f"site {site['name']!r} lies outside pyro.plate({DATA_PLATE!r}) ({where}): "
+            f"per-data-point estimates need every sample site inside a plate named "
+            f"{DATA_PLATE!r} over the data points"
+            + (f"; rename plate {found[0]!r} to {DATA_PLATE!r}" if len(found) == 1 else "")
         )
     while log_prob.dim() < total:
         log_prob = log_prob.unsqueeze(0)
@@ -113,7 +128,7 @@ def _per_point(site, log_prob: torch.Tensor, nesting: int) -> torch.Tensor:
 def _check_enumerated(site) -> None:
     plates = {f.name for f in site["cond_indep_stack"]} - {DATA_PLATE, SAMPLE_PLATE}
     if plates:
-        raise ValueError(
+        raise PairError(
             f"enumerated site {site['name']!r} lies in plates {sorted(plates)} besides "
             f"{DATA_PLATE!r}: per-point weights sum out enumerated sites of the data plate only"
         )
@@ -170,11 +185,14 @@ def joint_terms(guide_trace, model_trace, nesting: int, scaled: bool = False):
         ``free + scale * logsumexp(coupled over the enumeration dims)``.
     """
     free, coupled, scales = 0.0, None, set()
+    guide_sites = set(guide_trace.nodes)
     for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
         trace = prune_subsample_sites(trace)
         for site in trace.nodes.values():
             if site["type"] != "sample":
                 continue
+            if sign > 0 and prior_is_proposal(site, guide_sites):
+                continue  # log p(s) - log q(s) = 0: the prior is the proposal
             if site["infer"].get("_enumerate_dim") is not None:
                 _check_enumerated(site)
             term = sign * _per_point(site, _site_log_prob(site), nesting)
@@ -190,13 +208,24 @@ def joint_terms(guide_trace, model_trace, nesting: int, scaled: bool = False):
         return free, None, 1.0
     if len(scales) > 1:
         # TraceEnum_ELBO scales the summed-out term as a whole, so it needs one scale.
-        raise ValueError(
+        raise PairError(
             "sites that depend on an enumerated site must share one poutine.scale, found "
             f"{sorted(scales)}"
         )
     if not isinstance(free, torch.Tensor):
         free = coupled.new_zeros(coupled.shape[-2:])
     return free, coupled, scales.pop()
+
+
+def prior_is_proposal(site, guide_sites) -> bool:
+    """A latent model site that the guide does not sample and that is not enumerated:
+    the model draws it from its prior, so the prior is its proposal."""
+    return (
+        not site["is_observed"]
+        and site["name"] not in guide_sites
+        and site["infer"].get("_enumerate_dim") is None
+        and site["infer"].get("enumerate") != "parallel"
+    )
 
 
 def enumerated_sites(model, guide, args) -> list:

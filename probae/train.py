@@ -45,12 +45,13 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
 
-from . import batches, distributed, importance, schedules
+from . import batches, distributed, objectives, schedules
 from . import callbacks as _callbacks
 from . import data as _data
 from ._common import as_pair, positive_int, prepare
-from .objectives import LOSSES, make_elbo
+from .checks import check_parameters
 from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
 from .saving import read_checkpoint as load_checkpoint
 from .terms import LossTerms
@@ -58,6 +59,7 @@ from .terms import LossTerms
 __all__ = ["History", "fit", "load_checkpoint", "CHECKPOINT_NAME"]
 
 BINARIZE = (None, "static", "dynamic")
+OBSERVATIONS = ("x", "c")
 
 
 @dataclass
@@ -179,6 +181,7 @@ def fit(
     progress: bool | None = None,
     validate: bool = False,
     condition=None,
+    observation: str = "x",
     *,
     callbacks=None,
     early_stopping=None,
@@ -199,7 +202,11 @@ def fit(
         :class:`~torch.utils.data.DataLoader` (see :mod:`probae.batches`).
     :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
     :param int batch_size: points per step (a DataLoader keeps its own).
-    :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``.
+    :param loss: ``"elbo"``, ``"meanfield"``, ``"iwae"``, or any
+        :class:`pyro.infer.ELBO` instance (``TraceEnum_ELBO(max_plate_nesting=1)``,
+        ``RenyiELBO(alpha=0.5)``, ...). A pair with sites marked for enumeration gets
+        :class:`~pyro.infer.TraceEnum_ELBO` for ``"elbo"``; see
+        :func:`probae.objectives.objective_for` for what is checked on the first batch.
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
     :param float lr: learning rate of the default Adam optimizer.
     :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
@@ -225,6 +232,9 @@ def fit(
         rows of ``data.y``, as many classes as the model's ``c_shape``), the name of a
         tensor field of the data, or a tensor. Without either, a data set that carries
         its own ``c`` (:func:`probae.data.quadrants`) supplies it.
+    :param str observation: which argument of ``model(x, c)`` is the observed data that
+        ``binarize`` draws and checks: ``"x"`` (the default) or ``"c"``, for pairs whose
+        first argument is the condition (Pyro's CVAE ``model(xs, ys)`` scores ``ys``).
     :param list callbacks: :class:`probae.callbacks.Callback` objects called around
         every step and epoch (after the History, before checkpointing).
     :param early_stopping: a patience in epochs, or a
@@ -269,6 +279,7 @@ def _fit(
     progress,
     validate,
     condition,
+    observation,
     callbacks,
     early_stopping,
     lr_schedule,
@@ -283,10 +294,12 @@ def _fit(
     module = pair.module
     epochs = positive_int("epochs", epochs)
     batch_size = positive_int("batch_size", batch_size)
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
+    objectives.check_loss(loss)
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"observation must be 'x' or 'c', got {observation!r}")
+    observed = OBSERVATIONS.index(observation)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if beta_warmup and not hasattr(module, "beta"):
@@ -324,12 +337,16 @@ def _fit(
                 "binarize='static' needs in-memory data (one seeded draw of the whole set); "
                 "use binarize='dynamic' or binarize the data first"
             )
+        if observed:
+            raise ValueError("observation='c' needs in-memory data")
         train = batches.streamed(
             data, module, c, condition, "data", num_workers, check_data and binarize is None
         )
     else:
         c = _data.resolve_condition(data, condition, c, c_shape, "data")
-        train = batches.InMemory(*_training_data(data, module, c, binarize, "data"))
+        if observed and c is None:
+            raise ValueError("observation='c' needs a condition c (c= or condition=)")
+        train = batches.InMemory(*_training_data(data, module, c, binarize, "data", observed))
     val = None
     if validation is not None:
         validation = batches.materialize(validation, in_memory, num_workers, x_shape=x_shape)
@@ -348,9 +365,11 @@ def _fit(
                 validation_c = _data.resolve_condition(
                     validation, condition, None, c_shape, "validation"
                 )
-            val = _training_data(validation, module, validation_c, binarize, "validation")
+            val = list(
+                _training_data(validation, module, validation_c, binarize, "validation", observed)
+            )
             if binarize == "dynamic":  # one fixed draw, so epochs are comparable
-                val = (_data.binarize(val[0], seed=0), val[1])
+                val[observed] = _data.binarize(val[observed], seed=0)
             val = batches.InMemory(*val)
     target_beta = getattr(module, "beta", None)
     device = train.device
@@ -363,17 +382,11 @@ def _fit(
     # Discover every parameter (and initialize any pyro.param) before building the optimizer.
     params = _Parameters(module)
     probe_x, probe_c = train.head(batch_size)
-    probe = _args(torch.bernoulli(probe_x) if binarize == "dynamic" else probe_x, probe_c)
-    enumerated = importance.enumerated_sites(pair.model, pair.guide, probe)
-    if enumerated:
-        with importance.preserve_rng(probe):
-            nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
-        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, enumerate=True)
-    else:
-        elbo = make_elbo(loss, num_particles)
+    probe = _dynamic(_args(probe_x, probe_c), binarize, observed)
+    elbo, pair = objectives.for_pair(loss, num_particles, pair, probe)
     objective = elbo
     if isinstance(kl_schedule, schedules.Capacity):
-        if enumerated:
+        if isinstance(elbo, TraceEnum_ELBO) or getattr(elbo, "enumerate", False):
             raise ValueError("schedules.Capacity needs a model without enumerated sites")
         objective = kl_schedule
     recorder = LossTerms(getattr(objective, "elbo", objective))
@@ -383,6 +396,7 @@ def _fit(
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
+    grads = check_parameters(probe_loss, params.params, params.store_names, module)
     optim = (
         optimizer(params.params)
         if optimizer is not None
@@ -390,7 +404,6 @@ def _fit(
     )
     if world > 1:
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
-        grads = torch.autograd.grad(probe_loss, params.params, allow_unused=True)
         unused = any(g is None for g in grads)
         loss_of = distributed.wrap_loss(module, objective, pair.model, pair.guide, unused)
     else:
@@ -436,6 +449,7 @@ def _fit(
     _loop(
         state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
         recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
+        observed,
     )  # fmt: skip
     return history
 
@@ -443,6 +457,7 @@ def _fit(
 def _loop(
     state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
     recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
+    observed,
 ):  # fmt: skip
     module = state.module
     world = distributed.world_size()
@@ -464,9 +479,7 @@ def _loop(
                 if binarize is not None and train.streamed:
                     if check_data and ((xb < 0) | (xb > 1)).any():
                         raise ValueError(f"binarize={binarize!r} needs data in [0, 1]")
-                if binarize == "dynamic":
-                    xb = torch.bernoulli(xb)
-                args = _args(xb, cb)
+                args = _dynamic(_args(xb, cb), binarize, observed)
                 with poutine.trace(param_only=True) as capture, autocast():
                     batch_loss = loss_of(*args)
                 value = batch_loss.item()
@@ -610,8 +623,20 @@ def _args(x, c):
     return (x,) if c is None else (x, c)
 
 
-def _training_data(data, module, c, binarize, name):
-    x, c = prepare(data, module, c, name=name, check_support=binarize is None)
+def _dynamic(args, binarize, observed):
+    """The batch's arguments with the observation drawn afresh (binarize='dynamic')."""
+    if binarize != "dynamic":
+        return args
+    args = list(args)
+    args[observed] = torch.bernoulli(args[observed])
+    return tuple(args)
+
+
+def _training_data(data, module, c, binarize, name, observed=0):
+    x, c = prepare(data, module, c, name=name, check_support=binarize is None and not observed)
+    if observed and binarize is not None:
+        name = "c" if name == "data" else f"{name}_c"
+        return x, _training_data(c, None, None, binarize, name)[0]
     if binarize is not None:
         if ((x < 0) | (x > 1)).any():
             raise ValueError(

@@ -16,6 +16,7 @@ from pyro import poutine
 from .. import importance
 from .._common import as_pair, positive_int, prepare
 from ..batches import Streamed, is_streamable, materialize, streamed
+from ..checks import check_sample_dimension
 
 
 def _args(x, c):
@@ -46,6 +47,7 @@ def _setup(model, data, c, batch_size, what, needs_density):
         if needs_density:
             importance.check_guide_has_density(pair.guide, probe, what)
         nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
+    check_sample_dimension(pair.model, pair.guide, probe, nesting, what)
     return pair, x, c, batch_size, nesting
 
 

@@ -119,7 +119,7 @@ def _warn_khat(result: LogLikelihood) -> None:
             f"{result.khat_threshold:.2f}): their log-likelihood estimates rest on a few of the "
             f"{result.num_samples} samples and are probably too low. More samples help little; "
             "a guide closer to the posterior (e.g. trained with loss='iwae') helps. See "
-            "result.khat for each point and result.psis_values for the smoothed estimates.",
+            "result.khat for each point.",
             UserWarning,
             stacklevel=3,
         )

@@ -43,8 +43,11 @@ class LogLikelihood:
     :ivar khat: the Pareto k-hat of each point's importance weights (None when
         PSIS was not run). Below :attr:`khat_threshold` the estimate is reliable;
         above it the weights are so heavy-tailed that a few samples dominate.
-    :ivar psis_values: the PSIS-smoothed estimate for each point (None when PSIS
-        was not run).
+    :ivar psis_values: for each point, the log of the mean of its PSIS-smoothed
+        weights (None when PSIS was not run). Smoothing the largest weights trades
+        variance for bias: it is a diagnostic companion of :attr:`khat`, not a better
+        estimate, and with heavy-tailed weights it can lie further from
+        :math:`\log p(x)` than :attr:`values`, which remain the estimate to report.
     :ivar float khat_threshold: :math:`\min(1 - 1/\log_{10} S,\ 0.7)` for S samples.
     :ivar log_weights: the ``(num_samples, N)`` log-weights, when asked to keep them.
     """
@@ -65,7 +68,7 @@ class LogLikelihood:
 
     @property
     def psis_mean(self) -> float:
-        """The average PSIS-smoothed estimate over data points."""
+        """The average of :attr:`psis_values` over data points (a diagnostic, see there)."""
         if self.psis_values is None:
             raise ValueError("this estimate has no PSIS diagnostic (log_likelihood(psis=True))")
         return self.psis_values.mean().item()

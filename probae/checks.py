@@ -35,11 +35,14 @@ def check_parameters(loss: torch.Tensor, params: list, store_names: list, module
     :raises ValueError: when no parameter gets a gradient, or a param-store parameter
         gets none (naming them).
     """
-    grads = (
-        torch.autograd.grad(loss, params, allow_unused=True)
-        if loss.requires_grad
-        else [None] * len(params)
-    )
+    # Frozen parameters (requires_grad=False) are the user's choice: they take no
+    # gradient and are not counted against the pair.
+    trainable = [i for i, p in enumerate(params) if p.requires_grad]
+    grads = [None] * len(params)
+    if loss.requires_grad and trainable:
+        found = torch.autograd.grad(loss, [params[i] for i in trainable], allow_unused=True)
+        for i, g in zip(trainable, found, strict=True):
+            grads[i] = g
     if all(g is None for g in grads):
         raise ValueError(
             f"none of the {len(params)} parameters collected for training gets a gradient from "

@@ -26,6 +26,7 @@ The optimizer is a PyTorch optimizer, so a distributed wrapper
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -39,8 +40,8 @@ import pyro
 import torch
 from pyro import poutine
 
+from . import _runstate, distributed, importance, rundir
 from . import data as _data
-from . import distributed, importance
 from ._common import as_pair, positive_int, prepare
 from .objectives import LOSSES, make_elbo
 from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
@@ -138,7 +139,7 @@ def fit(
     batch_size: int = 128,
     loss: str = "elbo",
     num_particles: int = 1,
-    lr: float = 1e-3,
+    lr: float | None = None,
     optimizer=None,
     binarize: str | None = None,
     c=None,
@@ -161,7 +162,9 @@ def fit(
     :param int batch_size: points per step.
     :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``.
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
-    :param float lr: learning rate of the default Adam optimizer.
+    :param float lr: learning rate of the default Adam optimizer (default: 1e-3; when
+        resuming, the run's own). A learning rate given on resume replaces the run's, so a
+        run that diverged can continue from its last good checkpoint at a lower one.
     :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
     :param str binarize: ``"dynamic"`` (a fresh Bernoulli draw of every batch, for
         Bernoulli likelihoods on grey levels), ``"static"`` (one draw, seeded) or None.
@@ -171,8 +174,17 @@ def fit(
     :param int beta_warmup: epochs over which beta rises linearly to the model's
         beta (KL annealing, Bowman et al. 2016); 0 for none.
     :param checkpoint_dir: folder for ``checkpoint.pt``, written atomically after
-        every epoch (model, optimizer, RNG states, history).
+        every epoch (model, optimizer, RNG states, history, and a record of the run: a
+        fingerprint of the data and the options that define it). The folder is locked
+        while training (:mod:`probae.rundir`): a second process training into it is
+        refused. A checkpoint is written only when every parameter and the optimizer's
+        state are finite, so the one on disk is always the last good one. A folder that
+        already holds a run is never replaced: resume it, or choose another.
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
+        The data, the model's options, ``loss``, ``num_particles``, ``batch_size``,
+        ``binarize``, ``beta_warmup`` and ``seed`` must be the run's (an error names the
+        one that differs); ``epochs`` (no fewer than those done), ``lr``, ``validation``,
+        ``progress`` and ``validate`` may change.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show a progress bar (default: when stderr is a terminal).
     :param bool validate: run Pyro's distribution-argument checks at every step. The data
@@ -216,8 +228,10 @@ def _fit(
         raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if lr is not None and not (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < math.inf
+    ):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if beta_warmup and not hasattr(module, "beta"):
         raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")
     if resume and checkpoint_dir is None:
@@ -262,7 +276,7 @@ def _fit(
     optim = (
         optimizer(params.params)
         if optimizer is not None
-        else torch.optim.Adam(params.params, lr=lr)
+        else torch.optim.Adam(params.params, lr=1e-3 if lr is None else lr)
     )
     if world > 1:
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
@@ -276,14 +290,38 @@ def _fit(
 
     history = History()
     start_epoch, step = 0, 0
-    checkpoint = None
-    if checkpoint_dir is not None:
-        checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        if resume and checkpoint.exists():
-            start_epoch, step, history = _restore(checkpoint, module, params, optim, x.device)
-            _decorrelate_ranks()
+    checkpoint, run, saved_epoch = None, None, None
     is_writer = distributed.rank() == 0
+    run_lock = contextlib.ExitStack()
+    if checkpoint_dir is not None:
+        run = _runstate.record(
+            _runstate.fingerprint(x, c),
+            lr,
+            optimizer,
+            loss=loss,
+            num_particles=num_particles,
+            batch_size=batch_size,
+            binarize=binarize,
+            beta_warmup=beta_warmup,
+            seed=seed,
+        )
+        checkpoint, restored = _open_run(
+            checkpoint_dir,
+            resume,
+            epochs,
+            run,
+            run_lock,
+            is_writer,
+            module,
+            params,
+            optim,
+            lr is not None or optimizer is not None,
+            x.device,
+        )
+        if restored is not None:
+            start_epoch, step, history = restored
+            saved_epoch = start_epoch
+            _decorrelate_ranks()
 
     bar = _progress_bar(epochs, start_epoch, is_writer and _progress_enabled(progress))
     try:
@@ -305,7 +343,7 @@ def _fit(
                 if world > 1:  # every rank sees the same total, so all stop together
                     value = distributed.all_sum(value, x.device)
                 if not math.isfinite(value):
-                    where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
+                    where = _runstate.last_good(checkpoint, saved_epoch)
                     raise FloatingPointError(
                         f"non-finite loss ({value}) at epoch {epoch + 1}, step {index + 1}: "
                         f"training stopped before the update{where}"
@@ -328,19 +366,75 @@ def _fit(
                 beta=getattr(module, "beta", None),
                 seconds=time.perf_counter() - began,
             )
+            _check_finite(params, optim, epoch + 1, checkpoint, saved_epoch)
             if checkpoint is not None and is_writer:
-                write_checkpoint(
-                    _checkpoint_state(epoch + 1, step, module, params, optim, history, target_beta),
-                    checkpoint,
+                state = _checkpoint_state(
+                    epoch + 1, step, module, params, optim, history, target_beta
                 )
+                write_checkpoint({**state, "run": run}, checkpoint)
+                saved_epoch = epoch + 1
             distributed.barrier()
             bar.update(1)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
     finally:
         bar.close()
+        run_lock.close()
         if target_beta is not None and warmup_steps:
             module.beta = target_beta
     return history
+
+
+def _open_run(
+    folder, resume, epochs, run, run_lock, is_writer, module, params, optim, new_lr, device
+):
+    """Locks the run directory and, when resuming, restores its checkpoint after
+    checking that it belongs to this run; returns ``(checkpoint, restored)``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"checkpoint_dir {str(folder)!r} exists and is not a folder")
+    checkpoint = folder / CHECKPOINT_NAME
+    if is_writer:
+        run_lock.enter_context(rundir.lock(folder))
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not checkpoint.exists():
+        return checkpoint, None
+    if not resume:
+        run_lock.close()
+        raise FileExistsError(
+            f"checkpoint_dir {str(folder)!r} already holds a run ({CHECKPOINT_NAME}); pass "
+            "resume=True to continue it, or choose another folder"
+        )
+    try:
+        state = load_checkpoint(checkpoint, map_location=device)
+        _runstate.check_resume(
+            state.get("run"), run, state.get("model"), model_config(module), checkpoint
+        )
+        done = state["epoch"]
+        if epochs < done:
+            raise ValueError(
+                f"epochs={epochs} is fewer than the {done} the run in {str(folder)!r} has "
+                f"already trained; pass epochs={done} or more"
+            )
+        fresh_lr = [group["lr"] for group in optim.param_groups]
+        restored = _restore(checkpoint, module, params, optim, state)
+        if new_lr:  # the learning rate given now, not the run's
+            for group, value in zip(optim.param_groups, fresh_lr, strict=False):
+                group["lr"] = value
+    except BaseException:
+        run_lock.close()
+        raise
+    return checkpoint, restored
+
+
+def _check_finite(params, optim, epoch, checkpoint, saved_epoch) -> None:
+    """Refuses to go on (and so to save) with a non-finite parameter or optimizer state."""
+    bad = _runstate.non_finite(params.params, optim)
+    if bad is not None:
+        raise FloatingPointError(
+            f"{bad} is not finite after epoch {epoch}: training stopped and this epoch is "
+            f"not saved{_runstate.last_good(checkpoint, saved_epoch)}"
+        )
 
 
 def _decorrelate_ranks():
@@ -411,8 +505,7 @@ def _checkpoint_state(epoch, step, module, params, optim, history, target_beta) 
     }
 
 
-def _restore(path, module, params, optim, device):
-    state = load_checkpoint(path, map_location=device)
+def _restore(path, module, params, optim, state):
     try:
         if module is not None:
             module.load_state_dict(state["module"])

@@ -55,12 +55,6 @@ def check_resume(stored: dict | None, current: dict, model_stored, model_now, pa
             )
     if stored is None:
         return
-    if stored.get("data") != current["data"]:
-        raise ValueError(
-            f"cannot resume {where}: data differs from the data it was trained on (their "
-            "fingerprints differ); pass the same data (and c), or start a new run in "
-            "another folder"
-        )
     for key in DEFINING:
         if key == "seed" and current[key] is None:
             continue  # the random streams are restored from the checkpoint either way
@@ -69,6 +63,12 @@ def check_resume(stored: dict | None, current: dict, model_stored, model_now, pa
                 f"cannot resume {where}: {key}={current[key]!r} differs from the run's "
                 f"{key}={stored[key]!r} (only {allowed} may change on resume)"
             )
+    if stored.get("data") != current["data"]:
+        raise ValueError(
+            f"cannot resume {where}: data differs from the data it was trained on (their "
+            "fingerprints differ); pass the same data (and c), or start a new run in "
+            "another folder"
+        )
 
 
 def _first_difference(then, now, key=""):

@@ -10,11 +10,27 @@ from pathlib import Path
 
 import torch
 
+from . import _validate
+
 #: fit() options that define a run: resuming with another value is refused
 DEFINING = ("loss", "num_particles", "batch_size", "binarize", "beta_warmup", "seed")
 #: fit() options that may change on resume (the rest of fit's arguments are the data,
 #: the model and those in DEFINING)
 ALLOWED_ON_RESUME = ("epochs", "lr", "validation", "validation_c", "progress", "validate")
+
+
+#: no default-optimizer learning rate above this trains anything (Adam's steps are of
+#: the order of lr), and far larger ones overflow float32 inside the optimizer
+MAX_LR = 1e6
+
+
+def check_options(lr, seed, beta_warmup) -> tuple:
+    """fit()'s numeric options checked, each named: ``(lr, seed, beta_warmup)``."""
+    if lr is not None:
+        lr = _validate.number("lr", lr, low=0.0, high=MAX_LR, low_open=True)
+    seed = _validate.seed("seed", seed)
+    beta_warmup = _validate.integer("beta_warmup", beta_warmup, minimum=0)
+    return lr, seed, beta_warmup
 
 
 def fingerprint(x: torch.Tensor, c: torch.Tensor | None = None) -> str:

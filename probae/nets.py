@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from . import _validate
 from ._config import Configurable
 
 __all__ = [
@@ -43,6 +44,9 @@ class MLP(nn.Sequential, Configurable):
     between layers (none after the last)."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU):
+        in_dim = _validate.integer("in_dim", in_dim, minimum=1)
+        hidden = _validate.widths("hidden", hidden)
+        out_dim = _validate.integer("out_dim", out_dim, minimum=1)
         layers = []
         sizes = [in_dim, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):

@@ -30,6 +30,7 @@ from torch import nn
 from torch.distributions.transforms import Transform
 from torch.nn.functional import softplus
 
+from . import _validate
 from ._config import Configurable
 
 __all__ = [
@@ -46,9 +47,10 @@ __all__ = [
 
 
 def _check_dim(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    try:
+        return _validate.integer(name, value, minimum=1)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
 
 
 def _inverse_softplus(y: float) -> float:
@@ -163,8 +165,8 @@ class GaussianMixture(Prior):
         self.components = _check_dim("components", components)
         if not isinstance(enumerate, bool):
             raise TypeError(f"enumerate must be True or False, got {enumerate!r}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+        init_scale = _validate.positive("init_scale", init_scale)
+        seed = _validate.seed("seed", seed)
         self.enumerate = enumerate
         generator = torch.Generator().manual_seed(seed)
         self.logits = nn.Parameter(torch.zeros(components))
@@ -220,9 +222,8 @@ class Laplace(Prior):
 
     def __init__(self, z_dim: int, scale: float = 1.0):
         super().__init__(z_dim)
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        scale = _validate.positive("scale", scale)
+        self.register_buffer("scale", torch.tensor(scale))
 
     def distribution(self):
         zeros = self._zeros()

@@ -228,10 +228,8 @@ def _fit(
         raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
-    if lr is not None and not (
-        isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < math.inf
-    ):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    num_particles = positive_int("num_particles", num_particles)
+    lr, seed, beta_warmup = _runstate.check_options(lr, seed, beta_warmup)
     if beta_warmup and not hasattr(module, "beta"):
         raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")
     if resume and checkpoint_dir is None:

@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .. import _validate
 from .. import likelihoods as _likelihoods
 from .. import priors as _priors
 from .._config import Configurable
@@ -44,9 +45,13 @@ class Autoencoder(nn.Module, Configurable):
     def __init__(self, x_shape, z_dim: int, prior=None, likelihood=None, beta: float = 1.0):
         super().__init__()
         self.x_shape = _check_shape("x_shape", x_shape)
-        if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
-            raise ValueError(f"z_dim must be a positive integer, got {z_dim!r}")
+        z_dim = _check_z_dim(z_dim)
         self.z_dim = z_dim
+        if prior is not None and not callable(prior):
+            raise TypeError(
+                f"prior must be a probae prior (a module returning a distribution over z), "
+                f"got {type(prior).__name__}"
+            )
         self.prior = _priors.StandardNormal(z_dim) if prior is None else prior
         if getattr(self.prior, "z_dim", z_dim) != z_dim:
             raise ValueError(f"prior has z_dim={self.prior.z_dim} but the model has z_dim={z_dim}")
@@ -148,9 +153,20 @@ class Autoencoder(nn.Module, Configurable):
         return self.decode(z)
 
 
-def _check_shape(name, shape) -> tuple:
+def _check_z_dim(z_dim) -> int:
     try:
-        shape = tuple(int(s) for s in shape)
+        return _validate.integer("z_dim", z_dim, minimum=1)
+    except TypeError:
+        raise ValueError(f"z_dim must be a positive integer, got {z_dim!r}") from None
+
+
+def _check_shape(name, shape) -> tuple:
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of positive integers, got {shape!r}")
+    try:
+        shape = tuple(_validate.integer(name, s) for s in shape)
     except TypeError:
         raise TypeError(f"{name} must be a tuple of positive integers, got {shape!r}") from None
     if not shape or any(s < 1 for s in shape):

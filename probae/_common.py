@@ -85,6 +85,8 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     if c is not None:
         if not isinstance(c, torch.Tensor):
             raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+        if c.is_floating_point() and not torch.isfinite(c).all():
+            raise ValueError("c contains NaN or infinite values")
         if c.shape[0] != x.shape[0]:
             raise ValueError(
                 f"c must have one row per data point: {name} has {x.shape[0]}, c has {c.shape[0]}"

@@ -24,6 +24,10 @@ ALLOWED_ON_RESUME = ("epochs", "lr", "validation", "validation_c", "progress", "
 MAX_LR = 1e6
 
 
+def check_particles(num_particles) -> int:
+    return _validate.samples("num_particles", num_particles)
+
+
 def check_options(lr, seed, beta_warmup) -> tuple:
     """fit()'s numeric options checked, each named: ``(lr, seed, beta_warmup)``."""
     if lr is not None:

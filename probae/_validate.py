@@ -93,10 +93,14 @@ def boolean(name: str, value) -> bool:
 
 def widths(name: str, value) -> tuple:
     """A sequence of positive layer widths (possibly empty) as a tuple of ints."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    if (
+        isinstance(value, (str, bytes))
+        or not hasattr(value, "__iter__")
+        or (isinstance(value, torch.Tensor) and value.dim() == 0)
+    ):
         raise TypeError(f"{name} must be a sequence of positive integers, got {value!r}")
     out = []
-    for width in value:
+    for width in list(value):
         try:
             out.append(integer(name, width, minimum=1))
         except (TypeError, ValueError):

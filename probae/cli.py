@@ -509,7 +509,7 @@ def _device(name: str) -> torch.device:
     try:  # any other kind (mps, xpu, ...) is tried, not assumed
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, AttributeError) as error:
-        first = (str(error).splitlines() or [type(error).__name__])[0]
+        first = (str(error).splitlines() or [type(error).__name__])[0].split(". ")[0]
         raise CommandError(f"--device {name} is not available here ({first})") from None
     return device
 
@@ -611,6 +611,9 @@ def _check_config(config: dict) -> dict:
             raise CommandError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if config.get("beta_warmup", 0) < 0:
         raise CommandError(f"--beta-warmup must be 0 or more, got {config['beta_warmup']}")
+    for key in ("likelihood", "prior"):  # names as the registries read them
+        if isinstance(config.get(key), str):
+            config[key] = config[key].lower().replace("_", "-")
     if config["binarize"] == "auto":
         config["binarize"] = "dynamic" if config["likelihood"] == "bernoulli" else "none"
     return config

@@ -186,6 +186,8 @@ _REGISTRY = {
 def get(name: str, **kwargs) -> Likelihood:
     """Builds a likelihood from its command-line name (``bernoulli``, ``continuous-bernoulli``,
     ``gaussian``, ``laplace``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"likelihood name must be a string, got {name!r}")
     try:
         cls = _REGISTRY[name.lower().replace("_", "-")]
     except KeyError:

@@ -444,10 +444,19 @@ def get(name: str, z_dim: int, **kwargs) -> Prior:
     """Builds a prior from its command-line name (``standard-normal``, ``normal``,
     ``gaussian-mixture``/``gmm``, ``laplace``, ``flat``, ``flow``). The VampPrior
     needs the model's encoder and is built directly (:class:`VampPrior`)."""
+    if not isinstance(name, str):
+        raise TypeError(f"prior name must be a string, got {name!r}")
+    key = name.lower().replace("_", "-")
     try:
-        cls = _REGISTRY[name.lower().replace("_", "-")]
+        cls = _REGISTRY[key]
     except KeyError:
         raise ValueError(f"unknown prior {name!r}; expected one of {sorted(_REGISTRY)}") from None
+    if key == "conditional-normal" and "c_dim" not in kwargs:
+        unconditional = sorted(k for k in _REGISTRY if k != key)
+        raise ValueError(
+            f"prior {name!r} is the learned p(z|c) of a conditional model and needs c_dim= "
+            f"(the cvae builds it itself); an unconditional model takes one of {unconditional}"
+        )
     return cls(z_dim, **kwargs)
 
 
@@ -475,6 +484,7 @@ class ConditionalNormal(Prior):
 
     def __init__(self, c_dim: int, z_dim: int, hidden=(256,)):
         super().__init__(z_dim)
+        hidden = _validate.widths("hidden", hidden)
         from .nets import MIN_SCALE, MLP
 
         self.c_dim = _check_dim("c_dim", c_dim)

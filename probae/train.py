@@ -228,7 +228,7 @@ def _fit(
         raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {list(BINARIZE)}, got {binarize!r}")
-    num_particles = positive_int("num_particles", num_particles)
+    num_particles = _runstate.check_particles(num_particles)
     lr, seed, beta_warmup = _runstate.check_options(lr, seed, beta_warmup)
     if beta_warmup and not hasattr(module, "beta"):
         raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")

@@ -131,7 +131,7 @@ class CodeEncoder(nn.Module, Configurable):
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.z_dim = z_dim
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = _validate.widths("hidden", hidden)
         self.activation = _check_activation(activation)
         self.net = nets.MLP(math.prod(self.x_shape), self.hidden, z_dim)
 
@@ -251,7 +251,7 @@ class DeterministicAutoencoder(Autoencoder):
         likelihood = _likelihoods.Gaussian() if likelihood is None else likelihood
         prior = _priors.Flat(z_dim) if prior is None else prior
         super().__init__(x_shape, z_dim, prior, likelihood, beta=1.0)
-        hidden = tuple(hidden)
+        hidden = _validate.widths("hidden", hidden)
         if encoder is None:
             encoder = CodeEncoder(self.x_shape, z_dim, hidden, activation)
         elif not callable(encoder):

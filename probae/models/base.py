@@ -16,8 +16,6 @@ all.
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import torch
 from pyro import poutine
@@ -70,9 +68,7 @@ class Autoencoder(nn.Module, Configurable):
 
     @beta.setter
     def beta(self, value: float) -> None:
-        value = float(value)
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"beta must be a positive finite number, got {value!r}")
+        value = _validate.positive("beta", value)
         self._beta = value
 
     # -- helpers -----------------------------------------------------------------------

@@ -325,14 +325,19 @@ def load(path, device=None, model=None) -> torch.nn.Module:
                 f"{str(file)!r} holds weights only (the model was not a probae model): build "
                 "the model yourself and pass it, probae.load(path, model=my_model)"
             )
-        model = build(config)
+        try:
+            model = build(config)
+        except (ValueError, TypeError, KeyError) as error:
+            where = file.parent / RUN_CONFIG_NAME if "run_options" in config else file
+            raise ValueError(f"cannot rebuild the model from {str(where)!r}: {error}") from None
     elif not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     try:
         model.load_state_dict(state["module"])
     except (KeyError, RuntimeError) as error:
+        detail = " ".join(str(error).split())  # one line: torch lists the keys on many
         raise ValueError(
-            f"the weights in {str(file)!r} do not fit {type(model).__name__} ({error})"
+            f"the weights in {str(file)!r} do not fit {type(model).__name__} ({detail})"
         ) from None
     if device is not None:
         model.to(torch.device(device))

@@ -81,7 +81,12 @@ def number(
 
 
 def positive(name: str, value) -> float:
-    return number(name, value, low=0.0, low_open=True)
+    try:
+        return number(name, value, low=0.0, low_open=True)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
+    except TypeError:
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
 
 
 def boolean(name: str, value) -> bool:

@@ -35,7 +35,10 @@ __all__ = ["Corruption", "GaussianNoise", "MaskingNoise", "SaltAndPepper"]
 
 
 def _check_probability(name: str, value) -> float:
-    return _validate.number(name, value, low=0.0, high=1.0)
+    try:
+        return _validate.number(name, value, low=0.0, high=1.0)
+    except ValueError:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}") from None
 
 
 def _check_input(x) -> torch.Tensor:

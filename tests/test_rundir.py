@@ -56,21 +56,31 @@ def _same_contents(a, b) -> bool:
 
 # -- the lock ------------------------------------------------------------------------
 
-HOLDER = """
-import sys, time
-from probae import rundir
-with rundir.lock(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(60)
-"""
+
+class _Holder:
+    """A child process (forked from this one) that holds a folder's lock until killed."""
+
+    def __init__(self, folder):
+        ready_r, ready_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                with rundir.lock(folder):
+                    os.write(ready_w, b"x")
+                    signal.pause()
+            finally:
+                os._exit(0)
+        os.read(ready_r, 1)
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait(self):
+        os.waitpid(self.pid, 0)
 
 
 def _holder(folder):
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(folder)], env=ENV, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout.readline().strip() == "held"
-    return process
+    return _Holder(folder)
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(
@@ -129,24 +139,57 @@ except Exception as error:
 """
 
 
-def _concurrent_trial(folder) -> tuple:
-    """Two processes start fit() on one folder at once: (exit statuses, outputs)."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(folder), str(seed)],
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in (0, 1)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    return [p.returncode for p in procs], [o[0] + o[1] for o in outs], [p.pid for p in procs]
+def _concurrent_trial(folder, fork: bool = True) -> tuple:
+    """Two processes start fit() on one folder at once (forked from this one and
+    released together, or fresh interpreters): (exit statuses, outputs, pids)."""
+    if not fork:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(folder), str(seed)],
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for seed in (0, 1)
+        ]
+        outs = [p.communicate(timeout=300) for p in procs]
+        return [p.returncode for p in procs], [o[0] + o[1] for o in outs], [p.pid for p in procs]
+    import pyro
+
+    train = data.load("digits", "train")[:128]
+    go_r, go_w = os.pipe()
+    pids, reports = [], []
+    for seed in (0, 1):
+        report = folder.parent / f"report-{seed}.txt"
+        reports.append(report)
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                os.read(go_r, 1)  # both start at the same moment
+                pyro.set_rng_seed(seed)
+                model = VAE((64,), 3, hidden=(16,))
+                try:
+                    probae.fit(model, train, epochs=3, batch_size=32, binarize="static",
+                               seed=seed, checkpoint_dir=folder)  # fmt: skip
+                    code = 0
+                except Exception as error:  # noqa: BLE001 - reported to the parent
+                    report.write_text(f"{type(error).__name__} {error}")
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    os.write(go_w, b"xx")
+    codes = []
+    for pid in pids:
+        status = os.waitpid(pid, 0)[1]
+        codes.append(os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1)
+    outputs = [r.read_text() if r.exists() else "" for r in reports]
+    return codes, outputs, pids
 
 
-def _check_concurrent_trial(folder):
-    codes, outputs, pids = _concurrent_trial(folder)
+def _check_concurrent_trial(folder, fork: bool = True):
+    codes, outputs, pids = _concurrent_trial(folder, fork)
     assert sorted(codes) == [0, 3], outputs
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
     # the loser is refused by name (the lock), or finds the winner's finished run
@@ -163,9 +206,10 @@ def test_two_writers_started_at_once_one_runs_the_other_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "fresh"])
 @pytest.mark.parametrize("trial", range(10))
-def test_two_writers_many_trials(tmp_path, trial):
-    _check_concurrent_trial(tmp_path / "run")
+def test_two_writers_many_trials(tmp_path, trial, fork):
+    _check_concurrent_trial(tmp_path / "run", fork)
 
 
 # -- damaged, truncated and older checkpoints -----------------------------------------

@@ -498,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str) -> torch.device:
+    if not isinstance(name, str) or not name.strip():
+        raise CommandError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

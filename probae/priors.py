@@ -163,10 +163,9 @@ class GaussianMixture(Prior):
     ):
         super().__init__(z_dim)
         self.components = _check_dim("components", components)
-        if not isinstance(enumerate, bool):
-            raise TypeError(f"enumerate must be True or False, got {enumerate!r}")
+        enumerate = _validate.boolean("enumerate", enumerate)
         init_scale = _validate.positive("init_scale", init_scale)
-        seed = _validate.seed("seed", seed)
+        seed = _validate.integer("seed", seed, minimum=0, maximum=_validate.MAX_SEED)
         self.enumerate = enumerate
         generator = torch.Generator().manual_seed(seed)
         self.logits = nn.Parameter(torch.zeros(components))
@@ -276,6 +275,7 @@ class VampPrior(Prior):
     """
 
     def __init__(self, encoder, pseudo_inputs=500, x_shape=None, seed: int = 0):
+        seed = _validate.integer("seed", seed, minimum=0, maximum=_validate.MAX_SEED)
         if not isinstance(encoder, nn.Module):
             raise TypeError(
                 f"encoder must be a torch.nn.Module returning (loc, scale), got "

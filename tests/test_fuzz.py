@@ -76,7 +76,9 @@ def unit_closed(v) -> bool:
 
 
 def flag(v) -> bool:
-    return isinstance(v, bool)
+    return isinstance(v, (bool, np.bool_)) or (
+        isinstance(v, torch.Tensor) and v.dtype == torch.bool and v.dim() == 0
+    )
 
 
 def widths(v) -> bool:
@@ -158,8 +160,8 @@ TARGETS = {
     "CVAE": (CVAE, dict(x_shape=(4,), c_shape=(3,), z_dim=2, hidden=(3,), prior_hidden=(3,)), dict(x_shape=shape, c_shape=shape, z_dim=pos_int, hidden=widths, prior_hidden=widths, beta=pos_real)),
     "AE": (AE, dict(x_shape=(4,), z_dim=2, hidden=(3,)), dict(z_dim=pos_int, hidden=widths)),
     "DenoisingAE": (DenoisingAE, dict(x_shape=(4,), z_dim=2, hidden=(3,)), dict(z_dim=pos_int, hidden=widths)),
-    "SparseAE-kl": (SparseAE, dict(x_shape=(4,), z_dim=2, penalty="kl", hidden=(3,)), dict(rho=unit_open, weight=pos_real, z_dim=pos_int)),
-    "SparseAE-l1": (SparseAE, dict(x_shape=(4,), z_dim=2, hidden=(3,)), dict(weight=pos_real)),
+    "SparseAE-kl": (SparseAE, dict(x_shape=(4,), z_dim=2, penalty="kl", hidden=(3,)), dict(rho=unit_open, weight=lambda v: v is None or pos_real(v), z_dim=pos_int)),
+    "SparseAE-l1": (SparseAE, dict(x_shape=(4,), z_dim=2, hidden=(3,)), dict(weight=lambda v: v is None or pos_real(v))),
     "KSparseAE": (KSparseAE, dict(x_shape=(4,), z_dim=4, k=2), dict(z_dim=lambda v: pos_int(v) and int(v) >= 2, k=lambda v: pos_int(v, 4))),
     "ContractiveAE": (ContractiveAE, dict(x_shape=(4,), z_dim=2), dict(weight=pos_real, z_dim=pos_int)),
     "StandardNormal": (priors.StandardNormal, dict(z_dim=2), dict(z_dim=pos_int)),
@@ -178,7 +180,7 @@ TARGETS = {
     "log_likelihood": (lambda **k: evaluate.log_likelihood(_vae(), X4, psis=False, **k), dict(num_samples=4), dict(num_samples=lambda v: pos_int(v, 10**6), chunk_size=pos_int, batch_size=pos_int)),
     "reconstruction_error": (lambda **k: evaluate.reconstruction_error(_vae(), X4, **k), dict(), dict(batch_size=pos_int)),
     "active_units": (lambda **k: evaluate.active_units(_vae(), X4, **k), dict(num_samples=3), dict(num_samples=lambda v: pos_int(v, 10**6), batch_size=pos_int)),
-    "fit": (lambda **k: probae.fit(_vae(), X4, progress=False, **k), dict(epochs=1, batch_size=6), dict(epochs=pos_int, batch_size=pos_int, num_particles=lambda v: pos_int(v, 10**6), lr=lambda v: pos_real(v) and _real(v) <= 1e6, beta_warmup=nonneg_int, seed=seed)),
+    "fit": (lambda **k: probae.fit(_vae(), X4, progress=False, **k), dict(epochs=1, batch_size=6), dict(epochs=pos_int, batch_size=pos_int, num_particles=lambda v: pos_int(v, 10**6), lr=lambda v: v is None or (pos_real(v) and _real(v) <= 1e6), beta_warmup=nonneg_int, seed=seed)),
 }  # fmt: skip
 #: arguments whose good values would make a call slow: only bad values are tried
 EXPENSIVE = {
@@ -344,7 +346,7 @@ CLI_TEXT = st.one_of(
     st.sampled_from(
         ["0", "-1", "2.5", "nan", "inf", "-inf", "1e400", "abc", "", " ", "BERNOULLI", "mps",
          "cuda:99", "conditional-normal", "Gaussian_Mixture", "4294967296", "-0", "1,-2", "0,3",
-         "none,", "vae ", "--", "/dev/null/x", "\x00"]
+         "none,", "vae ", "/dev/null/x", "\x00"]
     ),
     st.text(alphabet="0123456789-.,eEaxnN ", max_size=6),
 )  # fmt: skip

@@ -34,7 +34,7 @@ import test_rundir as rd  # noqa: E402
 
 
 def kills(total: int, fresh: int) -> None:
-    survived = exact = runs = 0
+    survived = exact = runs = in_write = 0
     landed = []
     for seed in itertools.count():
         if survived >= total:
@@ -43,10 +43,12 @@ def kills(total: int, fresh: int) -> None:
             result = rd.kill_and_resume(Path(tmp), epochs=40, kills=10, seed=seed)
         runs += 1
         survived += result["kills"]
+        in_write += result["in_write"]
         exact += result["exact"]
         landed += result["landed_at_epochs"]
     print(
-        f"kills (forked processes): {survived} SIGKILLs in {runs} runs, every one resumed; "
+        f"kills (forked processes): {survived} SIGKILLs ({in_write} in the middle of a "
+        f"checkpoint write) in {runs} runs, every one resumed; "
         f"{exact}/{runs} final checkpoints bit-identical to the uninterrupted run; "
         f"kills landed at saved epochs {sorted(collections.Counter(landed).items())}"
     )
@@ -54,7 +56,8 @@ def kills(total: int, fresh: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             result = rd.kill_and_resume(Path(tmp), epochs=40, kills=fresh, fork=False)
         print(
-            f"kills (fresh interpreters): {result['kills']} SIGKILLs, final checkpoint "
+            f"kills (fresh interpreters): {result['kills']} SIGKILLs ({result['in_write']} in "
+            f"a write), final checkpoint "
             f"bit-identical: {result['exact']}"
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import tempfile
 import warnings
 
 import numpy as np
@@ -33,6 +34,7 @@ from probae import (
     likelihoods,
     nets,
     priors,
+    viz,
 )
 
 # -- what a good value is ---------------------------------------------------------------
@@ -148,6 +150,13 @@ X4 = torch.rand(12, 4).round()
 C3 = torch.eye(3)[torch.arange(12) % 3]
 
 
+_PICTURES = tempfile.TemporaryDirectory()
+
+
+def _png():
+    return _PICTURES.name + "/grid.png"
+
+
 def _vae():
     torch.manual_seed(0)
     return VAE((4,), 2, hidden=(3,))
@@ -180,11 +189,18 @@ TARGETS = {
     "log_likelihood": (lambda **k: evaluate.log_likelihood(_vae(), X4, psis=False, **k), dict(num_samples=4), dict(num_samples=lambda v: pos_int(v, 10**6), chunk_size=pos_int, batch_size=pos_int)),
     "reconstruction_error": (lambda **k: evaluate.reconstruction_error(_vae(), X4, **k), dict(), dict(batch_size=pos_int)),
     "active_units": (lambda **k: evaluate.active_units(_vae(), X4, **k), dict(num_samples=3), dict(num_samples=lambda v: pos_int(v, 10**6), batch_size=pos_int)),
+    "sample_grid": (lambda **k: viz.sample_grid(_vae(), path=_png(), image_shape=(1, 2, 2), **k), dict(n=4), dict(n=lambda v: pos_int(v, 10_000), nrow=lambda v: v is None or pos_int(v, 10_000))),
+    "interpolation": (lambda **k: viz.interpolation(_vae(), X4[0], X4[1], path=_png(), image_shape=(1, 2, 2), **k), dict(), dict(steps=lambda v: pos_int(v, 10_000))),
+    "binarize": (lambda **k: probae.data.binarize(torch.rand(3, 2), **k), dict(), dict(seed=seed)),
+    "batches": (lambda **k: probae.data.batches(5, **k), dict(batch_size=2), dict(batch_size=pos_int)),
     "fit": (lambda **k: probae.fit(_vae(), X4, progress=False, **k), dict(epochs=1, batch_size=6), dict(epochs=pos_int, batch_size=pos_int, num_particles=lambda v: pos_int(v, 10**6), lr=lambda v: v is None or (pos_real(v) and _real(v) <= 1e6), beta_warmup=nonneg_int, seed=seed)),
 }  # fmt: skip
 #: arguments whose good values would make a call slow: only bad values are tried
 EXPENSIVE = {
     ("fit", "epochs"),
+    ("sample_grid", "n"),
+    ("sample_grid", "nrow"),
+    ("interpolation", "steps"),
     ("fit", "num_particles"),
     ("fit", "batch_size"),
     ("elbo", "num_particles"),

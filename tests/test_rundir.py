@@ -524,6 +524,7 @@ def kill_and_resume(tmp_path, epochs: int, kills: int, seed: int = 0, fork: bool
     rng = random.Random(seed)
     killed = tmp_path / "killed"
     landed = []  # the epoch saved when each kill landed
+    in_write = 0  # kills in the middle of a checkpoint write
     for k in range(kills):
         inside = k % 2 == 1
         process = start(killed, epochs, self_kill=0.25 if inside else 0.0)
@@ -538,13 +539,19 @@ def kill_and_resume(tmp_path, epochs: int, kills: int, seed: int = 0, fork: bool
         assert code == -signal.SIGKILL, code
         path = killed / CHECKPOINT_NAME
         landed.append(read_checkpoint(path)["epoch"] if path.exists() else 0)
+        in_write += inside
     assert start(killed, epochs).wait(timeout=600) == 0
     a = read_checkpoint(tmp_path / "straight" / CHECKPOINT_NAME)
     b = read_checkpoint(killed / CHECKPOINT_NAME)
     for state in (a, b):
         state["history"].pop("seconds")
         state.pop("checksum")
-    return {"kills": len(landed), "landed_at_epochs": landed, "exact": _same_contents(a, b)}
+    return {
+        "kills": len(landed),
+        "in_write": in_write,
+        "landed_at_epochs": landed,
+        "exact": _same_contents(a, b),
+    }
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, device):

@@ -138,8 +138,10 @@ class Autoencoder(nn.Module, Configurable):
     @torch.no_grad()
     def sample(self, n: int, c=None) -> torch.Tensor:
         """``n`` draws z ~ p(z), decoded to E[x|z]; a tensor of shape ``(n, *x_shape)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        try:
+            n = _validate.integer("n", n, minimum=1)
+        except TypeError:
+            raise ValueError(f"n must be a positive integer, got {n!r}") from None
         if getattr(self.prior, "improper", False):
             raise RuntimeError(
                 f"{type(self).__name__} has a flat (improper) prior, which cannot be sampled: "

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import _validate
 from . import data as _data
 
 
@@ -47,6 +48,14 @@ def device_of(module, default=None) -> torch.device:
     return torch.device("cpu") if default is None else default
 
 
+def _dtype_of(module):
+    if module is not None:
+        for tensor in module.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return None
+
+
 def prepare(data, module, c=None, name: str = "data", check_support: bool = True):
     """Returns ``(x, c)`` as checked tensors on the module's device.
 
@@ -68,6 +77,12 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     device = device_of(module, x.device)
+    dtype = _dtype_of(module)
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the model's parameters are {dtype}: convert one "
+            f"to the other ({name}.to({dtype}) or model.to({x.dtype}))"
+        )
     x = x.to(device)
     if module is not None and hasattr(module, "check_x"):
         module.check_x(x, name)
@@ -77,6 +92,8 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     if c is not None:
         if not isinstance(c, torch.Tensor):
             raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+        if c.is_floating_point() and not torch.isfinite(c).all():
+            raise ValueError("c contains NaN or infinite values")
         if c.shape[0] != x.shape[0]:
             raise ValueError(
                 f"c must have one row per data point: {name} has {x.shape[0]}, c has {c.shape[0]}"
@@ -86,6 +103,8 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
 
 
 def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    """``value`` as a positive Python int; integer NumPy and PyTorch scalars count."""
+    try:
+        return _validate.integer(name, value, minimum=1)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -47,7 +46,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from . import __version__, evaluate, importance, likelihoods, priors, saving, viz
+from . import __version__, evaluate, importance, likelihoods, priors, rundir, saving, viz
 from . import data as _data
 from ._common import device_of
 from .callbacks import TensorBoard
@@ -77,8 +76,9 @@ DEFAULTS = {
     "binarize": "auto",
     "seed": 0,
 }
-#: stored options that may change when a run is resumed (the data's location)
-_RESUMABLE = {"root"}
+#: stored options that may change when a run is resumed (the data's location, and the
+#: learning rate, so a run that diverged continues from its last good checkpoint)
+_RESUMABLE = {"root", "lr"}
 DEMO_EPOCHS = 300
 TRAIN_EPOCHS = 100
 SAMPLES = 64
@@ -414,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue the run in --run-dir from its last checkpoint, with its stored "
-        "options (only --epochs may change); starts a new run if the folder holds none",
+        "options (only --epochs, --lr and --root may change); a run stopped before its "
+        "first epoch ended starts over with its stored options; starts a new run if the "
+        "folder holds none",
     )
     train.add_argument(
         "--tensorboard",
@@ -552,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str) -> torch.device:
+    if not isinstance(name, str) or not name.strip():
+        raise CommandError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -560,6 +564,11 @@ def _device(name: str) -> torch.device:
         raise CommandError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CommandError(f"--device {name}: no CUDA device is available here")
+    try:  # any other kind (mps, xpu, ...) is tried, not assumed
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, AttributeError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise CommandError(f"--device {name} is not available here ({first})") from None
     return device
 
 
@@ -595,15 +604,17 @@ def _read_config(run_dir: Path) -> dict:
         )
     try:
         stored = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CommandError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(stored, dict):
+        raise CommandError(
+            f"{path} must hold a JSON object of options, got a {type(stored).__name__}"
+        )
     return _complete(stored)
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    saving.write_json(obj, path)
 
 
 def load_run(run_dir, device=None) -> tuple:
@@ -615,6 +626,11 @@ def load_run(run_dir, device=None) -> tuple:
         model = saving.load(run_dir, device=device)
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
+    except (KeyError, IndexError) as error:  # a config.json that lacks what the model needs
+        raise CommandError(
+            f"{run_dir / CONFIG_NAME} lacks {error} needed to rebuild the model; it is not a "
+            "config.json written by probae train"
+        ) from None
     return model, config
 
 
@@ -653,6 +669,9 @@ def _check_config(config: dict) -> dict:
             raise CommandError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if config.get("beta_warmup", 0) < 0:
         raise CommandError(f"--beta-warmup must be 0 or more, got {config['beta_warmup']}")
+    for key in ("likelihood", "prior"):  # names as the registries read them
+        if isinstance(config.get(key), str):
+            config[key] = config[key].lower().replace("_", "-")
     if config["binarize"] == "auto":
         config["binarize"] = "dynamic" if config["likelihood"] == "bernoulli" else "none"
     return config
@@ -752,15 +771,28 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorbo
             callbacks=[TensorBoard(run_dir / "tensorboard")] if tensorboard else None,
         )
     except KeyboardInterrupt:
+        if (run_dir / CHECKPOINT_NAME).is_file():
+            saved = "the last finished epoch is saved"
+        else:
+            saved = "no epoch had finished, so nothing is saved;"
         raise CommandError(
-            f"interrupted; the last finished epoch is saved: probae train --run-dir {run_dir} "
-            "--resume continues it",
+            f"interrupted; {saved} probae train --run-dir {run_dir} --resume continues it",
             status=130,
         ) from None
     seconds = time.perf_counter() - began
-    history.to_csv(run_dir / HISTORY_NAME)
     model.eval()
-    pictures = _pictures(model, config, run_dir, history)
+    try:
+        history.to_csv(run_dir / HISTORY_NAME)
+        pictures = _pictures(model, config, run_dir, history)
+    except (KeyboardInterrupt, OSError) as error:
+        last = history.train_loss[-1] if len(history) else float("nan")
+        why = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed ({error})"
+        raise CommandError(
+            f"trained {config['model']} for {config['epochs']} epochs (last training loss "
+            f"{last:.3f}), saved in {run_dir / CHECKPOINT_NAME}; writing its history and "
+            f"pictures {why}",
+            status=130 if isinstance(error, KeyboardInterrupt) else 1,
+        ) from None
     return model, history, seconds, pictures
 
 
@@ -845,16 +877,20 @@ def cmd_train(args) -> int:
     config_given = {k: getattr(args, k, None) for k in DEFAULTS}
     data_name = config_given["data"] or DEFAULTS["data"]
     model_name = config_given["model"] or DEFAULTS["model"]
+    if args.run_dir is not None and not args.run_dir.strip():
+        raise CommandError("--run-dir must name a folder, got an empty string")
     run_dir = Path(args.run_dir or Path("runs") / f"{data_name}-{model_name}")
-    # A run exists once an epoch is saved; a config.json alone (a run stopped before
-    # its first epoch ended) is simply written again.
-    has_run = (run_dir / CHECKPOINT_NAME).is_file() and (run_dir / CONFIG_NAME).is_file()
+    # A run exists once an epoch is saved. A config.json alone is a run stopped before
+    # its first epoch ended: --resume starts it over with its stored options.
+    has_checkpoint = (run_dir / CHECKPOINT_NAME).is_file()
+    has_run = has_checkpoint and (run_dir / CONFIG_NAME).is_file()
     if has_run and not args.resume:
         raise CommandError(
             f"run directory {str(run_dir)!r} already holds a run; pass --resume to continue "
             "it, or choose another --run-dir"
         )
-    stored = _read_config(run_dir) if has_run else None
+    unstarted = args.resume and not has_checkpoint and (run_dir / CONFIG_NAME).is_file()
+    stored = _read_config(run_dir) if has_run or unstarted else None
     config = _check_config(_resolve_config(args, stored))
     epochs = args.epochs if args.epochs is not None else (stored or {}).get("epochs", TRAIN_EPOCHS)
     config["epochs"] = _positive("--epochs", epochs)
@@ -867,9 +903,17 @@ def cmd_train(args) -> int:
                 f"--epochs {config['epochs']} would go back (give {done} or more)"
             )
         print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
-    model, history, seconds, pictures = _train(
-        config, run_dir, has_run, device, args.progress, tensorboard=args.tensorboard
-    )
+    elif unstarted:
+        print(f"{run_dir} stopped before its first epoch ended: starting it over with its options")
+    with rundir.lock(run_dir):
+        if (run_dir / CHECKPOINT_NAME).is_file() != has_checkpoint:
+            raise CommandError(
+                f"run directory {str(run_dir)!r} changed while this command started (another "
+                "process wrote a checkpoint there); run the command again"
+            )
+        model, history, seconds, pictures = _train(
+            config, run_dir, has_run, device, args.progress, tensorboard=args.tensorboard
+        )
     last = history.train_loss[-1] if len(history) else float("nan")
     print(
         f"trained {config['model']} on {config['data']} for {config['epochs']} "
@@ -898,10 +942,10 @@ def cmd_evaluate(args) -> int:
             )
         scores = evaluate.disentanglement(model, data, seed=args.seed)
         metrics["disentanglement"] = scores.as_dict()
-    _write_json(metrics, Path(args.run_dir) / METRICS_NAME)
-    _print_metrics(metrics, config)
+    _print_metrics(metrics, config)  # first: a failure to write them loses nothing
     if args.disentanglement:
         print(f"{args.split} {scores}")
+    _write_json(metrics, Path(args.run_dir) / METRICS_NAME)
     return 0
 
 
@@ -945,18 +989,26 @@ def cmd_demo(args) -> int:
     config = _check_config(_complete({"seed": args.seed}))
     config["epochs"] = _positive("--epochs", args.epochs)
     device = _device(args.device)
-    for stale in (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME):
-        (run_dir / stale).unlink(missing_ok=True)
-    print(
-        f"training a VAE (z_dim {config['z_dim']}, Bernoulli pixels, dynamic binarization) "
-        f"on the 8x8 digits for {config['epochs']} epochs ..."
-    )
-    model, _, seconds, pictures = _train(config, run_dir, False, device, args.progress)
+    with rundir.lock(run_dir):
+        for stale in (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME):
+            (run_dir / stale).unlink(missing_ok=True)
+        print(
+            f"training a VAE (z_dim {config['z_dim']}, Bernoulli pixels, dynamic binarization) "
+            f"on the 8x8 digits for {config['epochs']} epochs ..."
+        )
+        model, _, seconds, pictures = _train(config, run_dir, False, device, args.progress)
     print(f"trained in {seconds:.1f} s; pictures: {', '.join(str(p) for p in pictures)}")
     metrics = _evaluate(model, config, "test", args.num_samples, 500, 100, args.seed)
-    _write_json(metrics, run_dir / METRICS_NAME)
     _print_metrics(metrics, config)
+    _write_json(metrics, run_dir / METRICS_NAME)
     return 0
+
+
+def _os_error(error: OSError) -> str:
+    if error.filename is not None and error.strerror:
+        where = f"{error.filename!s}" + (f" -> {error.filename2!s}" if error.filename2 else "")
+        return f"{error.strerror}: {where}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 _COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "demo": cmd_demo}
@@ -984,9 +1036,15 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"probae {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except FloatingPointError as error:
+    except (FloatingPointError, rundir.RunDirectoryLocked) as error:
         print(f"probae {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # permissions, full disks, paths that are files
+        print(f"probae {args.command}: error: {_os_error(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"probae {args.command}: error: interrupted", file=sys.stderr)
+        return 130
     finally:
         # main() may run inside a larger program (a test, a notebook): leave it as found.
         torch.set_num_threads(previous)

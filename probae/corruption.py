@@ -28,17 +28,17 @@ import math
 import torch
 from torch import nn
 
+from . import _validate
 from ._config import Configurable
 
 __all__ = ["Corruption", "GaussianNoise", "MaskingNoise", "SaltAndPepper"]
 
 
 def _check_probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return float(value)
+    try:
+        return _validate.number(name, value, low=0.0, high=1.0)
+    except ValueError:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}") from None
 
 
 def _check_input(x) -> torch.Tensor:
@@ -95,11 +95,7 @@ class GaussianNoise(Corruption):
 
     def __init__(self, sigma: float = 0.1):
         super().__init__()
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-            raise TypeError(f"sigma must be a positive number, got {sigma!r}")
-        if not (sigma > 0 and math.isfinite(sigma)):
-            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = _validate.positive("sigma", sigma)
 
     def corrupt(self, x):
         return x + self.sigma * torch.randn_like(x)
@@ -124,7 +120,7 @@ class MaskingNoise(Corruption):
     def __init__(self, p: float = 0.25, fixed: bool = True):
         super().__init__()
         self.p = _check_probability("p", p)
-        self.fixed = bool(fixed)
+        self.fixed = _validate.boolean("fixed", fixed)
 
     def corrupt(self, x):
         return x.masked_fill(_chosen(x, self.p, self.fixed), 0.0)
@@ -150,7 +146,7 @@ class SaltAndPepper(Corruption):
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"low and high must be finite with low < high, got {low!r}, {high!r}")
         self.low, self.high = float(low), float(high)
-        self.fixed = bool(fixed)
+        self.fixed = _validate.boolean("fixed", fixed)
 
     def corrupt(self, x):
         chosen = _chosen(x, self.p, self.fixed)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from . import _validate
+
 __all__ = ["Dataset", "load", "binarize", "as_tensor", "batches", "NAMES"]
 
 NAMES = ("digits", "mnist", "fashion-mnist", "moons", "spiral", "dsprites")
@@ -214,6 +216,7 @@ def binarize(data, seed: int | None = 0):
             f"binarize needs data in [0, 1], got values in [{x.min().item()}, {x.max().item()}]"
         )
     generator = torch.Generator(device="cpu")
+    seed = _validate.seed("seed", seed)
     if seed is not None:
         generator.manual_seed(seed)
     else:
@@ -224,6 +227,7 @@ def binarize(data, seed: int | None = 0):
 
 def batches(n: int, batch_size: int, shuffle: bool = True, device=None):
     """Index tensors covering ``range(n)`` in batches (the last may be smaller)."""
+    batch_size = _validate.integer("batch_size", batch_size, minimum=1)
     order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
     return order.split(batch_size)
 

@@ -15,12 +15,11 @@ Validation runs once per data set (in :func:`probae.fit` and
 
 from __future__ import annotations
 
-import math
-
 import pyro.distributions as dist
 import torch
 from torch import nn
 
+from . import _validate
 from ._config import Configurable
 
 __all__ = [
@@ -123,10 +122,13 @@ class ContinuousBernoulli(Likelihood):
 class _LocationScale(Likelihood):
     def __init__(self, scale: float = 1.0, learn_scale: bool = False):
         super().__init__()
-        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+        try:
+            scale = _validate.positive("scale", scale)
+        except (TypeError, ValueError):
             raise ValueError(
                 f"{self.name} likelihood: scale must be a positive number, got {scale!r}"
-            )
+            ) from None
+        learn_scale = _validate.boolean("learn_scale", learn_scale)
         log_scale = torch.tensor(float(scale)).log()
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
@@ -184,6 +186,8 @@ _REGISTRY = {
 def get(name: str, **kwargs) -> Likelihood:
     """Builds a likelihood from its command-line name (``bernoulli``, ``continuous-bernoulli``,
     ``gaussian``, ``laplace``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"likelihood name must be a string, got {name!r}")
     try:
         cls = _REGISTRY[name.lower().replace("_", "-")]
     except KeyError:

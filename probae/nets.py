@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from . import _validate
 from ._config import Configurable
 
 __all__ = [
@@ -34,6 +35,20 @@ __all__ = [
 MIN_SCALE = 1e-4
 
 
+def _check_sizes(x_shape, z_dim, c_dim, hidden) -> tuple:
+    if isinstance(x_shape, (str, bytes)) or not hasattr(x_shape, "__iter__"):
+        raise TypeError(f"x_shape must be a tuple of positive integers, got {x_shape!r}")
+    x_shape = _validate.widths("x_shape", x_shape)
+    if not x_shape:
+        raise ValueError("x_shape must be a non-empty tuple of positive integers, got ()")
+    return (
+        x_shape,
+        _validate.integer("z_dim", z_dim, minimum=1),
+        _validate.integer("c_dim", c_dim, minimum=0),
+        _validate.widths("hidden", hidden),
+    )
+
+
 def _flat_size(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
 
@@ -43,6 +58,9 @@ class MLP(nn.Sequential, Configurable):
     between layers (none after the last)."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU):
+        in_dim = _validate.integer("in_dim", in_dim, minimum=1)
+        hidden = _validate.widths("hidden", hidden)
+        out_dim = _validate.integer("out_dim", out_dim, minimum=1)
         layers = []
         sizes = [in_dim, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
@@ -75,9 +93,7 @@ class MLPEncoder(nn.Module, Configurable):
 
     def __init__(self, x_shape, z_dim: int, hidden=(256, 256), c_dim: int = 0):
         super().__init__()
-        self.x_shape = tuple(x_shape)
-        self.z_dim = z_dim
-        self.c_dim = c_dim
+        self.x_shape, self.z_dim, self.c_dim, hidden = _check_sizes(x_shape, z_dim, c_dim, hidden)
         self.net = MLP(_flat_size(self.x_shape) + c_dim, hidden, 2 * z_dim)
 
     def features(self, x, c=None):
@@ -100,9 +116,7 @@ class MLPDecoder(nn.Module, Configurable):
 
     def __init__(self, z_dim: int, x_shape, hidden=(256, 256), c_dim: int = 0):
         super().__init__()
-        self.x_shape = tuple(x_shape)
-        self.z_dim = z_dim
-        self.c_dim = c_dim
+        self.x_shape, self.z_dim, self.c_dim, hidden = _check_sizes(x_shape, z_dim, c_dim, hidden)
         self.net = MLP(z_dim + c_dim, hidden, _flat_size(self.x_shape))
 
     def forward(self, z, c=None):

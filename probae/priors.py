@@ -30,6 +30,7 @@ from torch import nn
 from torch.distributions.transforms import Transform
 from torch.nn.functional import softplus
 
+from . import _validate
 from ._config import Configurable
 
 __all__ = [
@@ -46,9 +47,10 @@ __all__ = [
 
 
 def _check_dim(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    try:
+        return _validate.integer(name, value, minimum=1)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
 
 
 def _inverse_softplus(y: float) -> float:
@@ -161,10 +163,9 @@ class GaussianMixture(Prior):
     ):
         super().__init__(z_dim)
         self.components = _check_dim("components", components)
-        if not isinstance(enumerate, bool):
-            raise TypeError(f"enumerate must be True or False, got {enumerate!r}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+        enumerate = _validate.boolean("enumerate", enumerate)
+        init_scale = _validate.positive("init_scale", init_scale)
+        seed = _validate.integer("seed", seed, minimum=0, maximum=_validate.MAX_SEED)
         self.enumerate = enumerate
         generator = torch.Generator().manual_seed(seed)
         self.logits = nn.Parameter(torch.zeros(components))
@@ -220,9 +221,8 @@ class Laplace(Prior):
 
     def __init__(self, z_dim: int, scale: float = 1.0):
         super().__init__(z_dim)
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        scale = _validate.positive("scale", scale)
+        self.register_buffer("scale", torch.tensor(scale))
 
     def distribution(self):
         zeros = self._zeros()
@@ -285,6 +285,7 @@ class VampPrior(Prior):
     """
 
     def __init__(self, encoder, pseudo_inputs=500, x_shape=None, seed: int = 0):
+        seed = _validate.integer("seed", seed, minimum=0, maximum=_validate.MAX_SEED)
         if not isinstance(encoder, nn.Module):
             raise TypeError(
                 f"encoder must be a torch.nn.Module returning (loc, scale), got "
@@ -453,10 +454,19 @@ def get(name: str, z_dim: int, **kwargs) -> Prior:
     """Builds a prior from its command-line name (``standard-normal``, ``normal``,
     ``gaussian-mixture``/``gmm``, ``laplace``, ``flat``, ``flow``). The VampPrior
     needs the model's encoder and is built directly (:class:`VampPrior`)."""
+    if not isinstance(name, str):
+        raise TypeError(f"prior name must be a string, got {name!r}")
+    key = name.lower().replace("_", "-")
     try:
-        cls = _REGISTRY[name.lower().replace("_", "-")]
+        cls = _REGISTRY[key]
     except KeyError:
         raise ValueError(f"unknown prior {name!r}; expected one of {sorted(_REGISTRY)}") from None
+    if key == "conditional-normal" and "c_dim" not in kwargs:
+        unconditional = sorted(k for k in _REGISTRY if k != key)
+        raise ValueError(
+            f"prior {name!r} is the learned p(z|c) of a conditional model and needs c_dim= "
+            f"(the cvae builds it itself); an unconditional model takes one of {unconditional}"
+        )
     return cls(z_dim, **kwargs)
 
 
@@ -484,6 +494,7 @@ class ConditionalNormal(Prior):
 
     def __init__(self, c_dim: int, z_dim: int, hidden=(256,)):
         super().__init__(z_dim)
+        hidden = _validate.widths("hidden", hidden)
         from .nets import MIN_SCALE, MLP
 
         self.c_dim = _check_dim("c_dim", c_dim)

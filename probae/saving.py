@@ -12,8 +12,12 @@ and a training run (``probae.fit(checkpoint_dir=...)``, ``probae train``) writes
 
 Files are read with ``torch.load(weights_only=True)``: a checkpoint holds tensors
 and plain containers only, and a file carrying any other pickled object is refused
-before anything in it runs. Writes go to a temporary file that replaces the old one
-in one rename, so a crash never leaves half a file.
+before anything in it runs. Writes go to a temporary file of the writer's own that
+replaces the old one in one rename (the folder is then flushed to disk too), so a crash
+never leaves half a file. Every file carries a format version and a SHA-256 checksum of
+its contents (tensors byte for byte, and the numbers and names beside them), checked on
+reading: a file damaged on disk or in a copy is refused, never loaded with changed
+weights. Files of earlier formats load through a migration.
 
 Example::
 
@@ -23,8 +27,11 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import secrets
 import warnings
 from pathlib import Path
 
@@ -34,21 +41,28 @@ from . import _config
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "FORMAT",
     "MODEL_CONFIG_NAME",
     "MODEL_NAME",
+    "checksum",
     "load",
     "model_config",
     "read_checkpoint",
     "save",
     "write_checkpoint",
     "write_model_config",
+    "write_json",
 ]
 
 #: the format written now; files of the formats in ``_READABLE`` load too
-FORMAT = "probae-checkpoint-2"
-#: probae-checkpoint-1 (probae 0.1.0) holds no model configuration: the weights and
-#: training state load the same, and the model is rebuilt from the run's config.json
-_READABLE = {"probae-checkpoint-1", FORMAT}
+FORMAT = "probae-checkpoint-3"
+#: probae-checkpoint-1 (probae 0.1.0) holds no model configuration (the model is rebuilt
+#: from the run's config.json) and stored the priors' device anchor ``_anchor`` among the
+#: weights; probae-checkpoint-2 has no checksum. :func:`_migrate` brings both up to date.
+_READABLE = ("probae-checkpoint-1", "probae-checkpoint-2", FORMAT)
+CHECKSUM_KEY = "checksum"
+#: weights that earlier formats stored and the current models no longer hold
+_DROPPED_KEYS = re.compile(r"(^|\.)_anchor$")
 
 MODEL_NAME = "model.pt"
 MODEL_CONFIG_NAME = "model.json"
@@ -65,28 +79,95 @@ def model_config(module) -> dict | None:
     return None
 
 
-def write_checkpoint(state: dict, path) -> Path:
-    """Writes ``state`` (tensors and plain containers) atomically in the current
-    format: to a temporary file, flushed to disk, then renamed over ``path``."""
+def checksum(state: dict) -> str:
+    """SHA-256 of a checkpoint's contents in a fixed order: every tensor's key path,
+    dtype, shape and bytes, and every plain value (numbers, names) beside them; the
+    stored checksum itself is left out."""
+    digest = hashlib.sha256()
+
+    def feed(key, value):
+        digest.update(f"{key}\x00".encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().to("cpu").contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}\x00".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            keys = [k for k in value if not (key == "" and k == CHECKSUM_KEY)]
+            digest.update(f"D{len(keys)}".encode())
+            for k in sorted(keys, key=lambda k: (type(k).__name__, str(k))):
+                feed(f"{key}/{type(k).__name__}:{k}", value[k])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+            for i, item in enumerate(value):
+                feed(f"{key}[{i}]", item)
+        else:  # numbers, strings, None: repr is exact for each of them
+            digest.update(f"V{type(value).__name__}:{value!r}".encode())
+
+    feed("", state)
+    return digest.hexdigest()
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other writer (process or thread) uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flushes a folder's entries to disk, so a rename survives a power loss."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform or file system without folder handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path, write) -> Path:
+    """Calls ``write(handle)`` on a temporary file of this writer's own, flushes it to
+    disk, renames it over ``path`` and flushes the folder: a reader sees the old file or
+    the new one, whole."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as handle:
-            torch.save({**state, "format": FORMAT}, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _sync_folder(path.parent)
     return path
+
+
+def write_checkpoint(state: dict, path) -> Path:
+    """Writes ``state`` (tensors and plain containers) atomically in the current
+    format, with the checksum of its contents (:func:`checksum`)."""
+    state = {**state, "format": FORMAT}
+    state[CHECKSUM_KEY] = checksum(state)
+    return replace_atomically(path, lambda handle: torch.save(state, handle))
+
+
+def write_json(obj, path) -> Path:
+    """Writes ``obj`` as indented JSON, atomically."""
+    text = (json.dumps(obj, indent=2) + "\n").encode()
+    return replace_atomically(path, lambda handle: handle.write(text))
 
 
 def read_checkpoint(path, map_location=None) -> dict:
     """Reads a probae checkpoint or saved model file (``weights_only=True``).
 
+    Files of earlier formats are brought up to date (:func:`_migrate`); a file of the
+    current format is checked against its checksum.
+
     :raises FileNotFoundError: if there is no such file.
-    :raises ValueError: naming the file, if it is corrupt, carries objects other than
-        tensors and containers, or is not a probae file.
+    :raises ValueError: naming the file, if it is damaged or corrupt, carries objects
+        other than tensors and containers, is not a probae file, or was written by a
+        newer probae.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,10 +176,40 @@ def read_checkpoint(path, map_location=None) -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"checkpoint {str(path)!r} is corrupt or not a probae checkpoint ({error})"
+            f"checkpoint {str(path)!r} is corrupt or not a probae checkpoint "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
         ) from error
-    if not isinstance(state, dict) or state.get("format") not in _READABLE:
+    if not isinstance(state, dict):
         raise ValueError(f"checkpoint {str(path)!r} is not a probae checkpoint")
+    found = state.get("format")
+    if found not in _READABLE:
+        if isinstance(found, str) and found.startswith("probae-checkpoint-"):
+            raise ValueError(
+                f"checkpoint {str(path)!r} has format {found!r}, written by a newer probae "
+                f"than this one (which reads {', '.join(_READABLE)}): upgrade probae to load it"
+            )
+        raise ValueError(f"checkpoint {str(path)!r} is not a probae checkpoint")
+    if found == FORMAT:
+        stored = state.get(CHECKSUM_KEY)
+        if not isinstance(stored, str) or stored != checksum(state):
+            raise ValueError(
+                f"checkpoint {str(path)!r} is damaged: its contents do not match the "
+                "checksum written with them (a disk or copy error); use another copy of it"
+            )
+    return _migrate(state)
+
+
+def _migrate(state: dict) -> dict:
+    """Brings a checkpoint of an earlier format to the current one: the priors' device
+    anchor (stored among the weights by probae 0.1.0, a constant zero) is dropped."""
+    if state["format"] == FORMAT:
+        return state
+    module = state.get("module")
+    if isinstance(module, dict):
+        state["module"] = {
+            k: v for k, v in module.items() if not (isinstance(k, str) and _DROPPED_KEYS.search(k))
+        }
+    state["format"] = FORMAT
     return state
 
 
@@ -149,9 +260,7 @@ def write_model_config(model, folder) -> Path:
 
 
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(obj, path)
 
 
 def _weights_file(path: Path) -> Path:
@@ -225,14 +334,19 @@ def load(path, device=None, model=None) -> torch.nn.Module:
                 f"{str(file)!r} holds weights only (the model was not a probae model): build "
                 "the model yourself and pass it, probae.load(path, model=my_model)"
             )
-        model = build(config)
+        try:
+            model = build(config)
+        except (ValueError, TypeError, KeyError) as error:
+            where = file.parent / RUN_CONFIG_NAME if "run_options" in config else file
+            raise ValueError(f"cannot rebuild the model from {str(where)!r}: {error}") from None
     elif not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     try:
         model.load_state_dict(state["module"])
     except (KeyError, RuntimeError) as error:
+        detail = " ".join(str(error).split())  # one line: torch lists the keys on many
         raise ValueError(
-            f"the weights in {str(file)!r} do not fit {type(model).__name__} ({error})"
+            f"the weights in {str(file)!r} do not fit {type(model).__name__} ({detail})"
         ) from None
     if device is not None:
         model.to(torch.device(device))

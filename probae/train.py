@@ -47,7 +47,7 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
-from . import batches, distributed, objectives, schedules
+from . import _runstate, batches, distributed, objectives, rundir, schedules
 from . import callbacks as _callbacks
 from . import data as _data
 from ._common import as_pair, positive_int, prepare
@@ -168,7 +168,7 @@ def fit(
     batch_size: int = 128,
     loss: str = "elbo",
     num_particles: int = 1,
-    lr: float = 1e-3,
+    lr: float | None = None,
     optimizer=None,
     binarize: str | None = None,
     c=None,
@@ -208,7 +208,9 @@ def fit(
         :class:`~pyro.infer.TraceEnum_ELBO` for ``"elbo"``; see
         :func:`probae.objectives.objective_for` for what is checked on the first batch.
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
-    :param float lr: learning rate of the default Adam optimizer.
+    :param float lr: learning rate of the default Adam optimizer (default: 1e-3; when
+        resuming, the run's own). A learning rate given on resume replaces the run's, so a
+        run that diverged can continue from its last good checkpoint at a lower one.
     :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
     :param str binarize: ``"dynamic"`` (a fresh Bernoulli draw of every batch, for
         Bernoulli likelihoods on grey levels), ``"static"`` (one draw, seeded; in-memory
@@ -222,8 +224,17 @@ def fit(
         beta (KL annealing, Bowman et al. 2016); 0 for none. Short for
         ``kl_schedule=schedules.KLWarmup(beta_warmup)``.
     :param checkpoint_dir: folder for ``checkpoint.pt``, written atomically after
-        every epoch (model, optimizer, RNG states, history).
+        every epoch (model, optimizer, RNG states, history, and a record of the run: a
+        fingerprint of the data and the options that define it). The folder is locked
+        while training (:mod:`probae.rundir`): a second process training into it is
+        refused. A checkpoint is written only when every parameter and the optimizer's
+        state are finite, so the one on disk is always the last good one. A folder that
+        already holds a run is never replaced: resume it, or choose another.
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
+        The data, the model's options, ``loss``, ``num_particles``, ``batch_size``,
+        ``binarize``, ``beta_warmup`` and ``seed`` must be the run's (an error names the
+        one that differs); ``epochs`` (no fewer than those done), ``lr``, ``validation``,
+        ``progress`` and ``validate`` may change.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show a progress bar (default: when stderr is a terminal).
     :param bool validate: run Pyro's distribution-argument checks at every step. The data
@@ -300,8 +311,8 @@ def _fit(
     if observation not in OBSERVATIONS:
         raise ValueError(f"observation must be 'x' or 'c', got {observation!r}")
     observed = OBSERVATIONS.index(observation)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    num_particles = _runstate.check_particles(num_particles)
+    lr, seed, beta_warmup = _runstate.check_options(lr, seed, beta_warmup)
     if beta_warmup and not hasattr(module, "beta"):
         raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")
     if resume and checkpoint_dir is None:
@@ -400,7 +411,7 @@ def _fit(
     optim = (
         optimizer(params.params)
         if optimizer is not None
-        else torch.optim.Adam(params.params, lr=lr)
+        else torch.optim.Adam(params.params, lr=1e-3 if lr is None else lr)
     )
     if world > 1:
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
@@ -413,12 +424,36 @@ def _fit(
 
     history = History()
     start_epoch, step = 0, 0
-    checkpoint = None
+    checkpoint, run, saved = None, None, {"epoch": None}
+    run_lock = contextlib.ExitStack()
     if checkpoint_dir is not None:
-        checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        if resume and checkpoint.exists():
-            start_epoch, step, history = _restore(checkpoint, module, params, optim, device)
+        run = _runstate.record(
+            _fingerprint(train),
+            lr,
+            optimizer,
+            loss=loss if isinstance(loss, str) else type(loss).__name__,
+            num_particles=num_particles,
+            batch_size=batch_size,
+            binarize=binarize,
+            beta_warmup=beta_warmup,
+            seed=seed,
+        )
+        checkpoint, restored = _open_run(
+            checkpoint_dir,
+            resume,
+            epochs,
+            run,
+            run_lock,
+            distributed.rank() == 0,
+            module,
+            params,
+            optim,
+            lr is not None or optimizer is not None,
+            device,
+        )
+        if restored is not None:
+            start_epoch, step, history = restored
+            saved["epoch"] = start_epoch
             _decorrelate_ranks()
     is_writer = distributed.rank() == 0
 
@@ -436,28 +471,37 @@ def _fit(
         state_dict=lambda: _weights(module, params),
         load_state_dict=lambda weights: _load_weights(weights, module),
     )
-    state.write_checkpoint = lambda path: write_checkpoint(
-        _checkpoint_state(state.epoch, state.step, module, params, optim, history, target_beta),
-        path,
-    )
+
+    def save(path):
+        state_now = _checkpoint_state(
+            state.epoch, state.step, module, params, optim, history, target_beta
+        )
+        write_checkpoint({**state_now, "run": run}, path)
+        if checkpoint is not None and Path(path) == checkpoint:
+            saved["epoch"] = state.epoch
+
+    state.write_checkpoint = save
     hooked = [_callbacks.HistoryRecorder(), *extra_callbacks]
     if checkpoint is not None:
         hooked.append(_callbacks.Checkpoint(checkpoint_dir))
     bar = _callbacks.ProgressBar(_progress_enabled(progress))
     hooked.append(bar)
     scheduled = [s for s in (lr_schedule, kl_schedule) if s is not None]
-    _loop(
-        state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
-        recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
-        observed,
-    )  # fmt: skip
+    try:
+        _loop(
+            state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
+            recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
+            observed, saved,
+        )  # fmt: skip
+    finally:
+        run_lock.close()
     return history
 
 
 def _loop(
     state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
     recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
-    observed,
+    observed, saved,
 ):  # fmt: skip
     module = state.module
     world = distributed.world_size()
@@ -486,7 +530,7 @@ def _loop(
                 if world > 1:  # every rank sees the same total, so all stop together
                     value = distributed.all_sum(value, device)
                 if not math.isfinite(value):
-                    where = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
+                    where = _runstate.last_good(checkpoint, saved["epoch"])
                     raise FloatingPointError(
                         f"non-finite loss ({value}) at epoch {epoch + 1}, step {index + 1}: "
                         f"training stopped before the update{where}"
@@ -506,6 +550,8 @@ def _loop(
                     objective, pair, module, val, batch_size, recorder, binarize == "dynamic"
                 )
             state.extra["seconds"] = time.perf_counter() - began
+            # nothing non-finite is recorded or saved: the last good checkpoint stays
+            _check_finite(params, optim, state.epoch, checkpoint, saved["epoch"])
             _call(hooked, "on_epoch_end", state)
             distributed.barrier()
             if state.stop:
@@ -603,6 +649,68 @@ def _autocast(precision, device, module):
                 handle.remove()
 
     return bf16
+
+
+def _open_run(
+    folder, resume, epochs, run, run_lock, is_writer, module, params, optim, new_lr, device
+):
+    """Locks the run directory and, when resuming, restores its checkpoint after
+    checking that it belongs to this run; returns ``(checkpoint, restored)``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"checkpoint_dir {str(folder)!r} exists and is not a folder")
+    checkpoint = folder / CHECKPOINT_NAME
+    if is_writer:
+        run_lock.enter_context(rundir.lock(folder))
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not checkpoint.exists():
+        return checkpoint, None
+    if not resume:
+        run_lock.close()
+        raise FileExistsError(
+            f"checkpoint_dir {str(folder)!r} already holds a run ({CHECKPOINT_NAME}); pass "
+            "resume=True to continue it, or choose another folder"
+        )
+    try:
+        state = load_checkpoint(checkpoint, map_location=device)
+        _runstate.check_resume(
+            state.get("run"), run, state.get("model"), model_config(module), checkpoint
+        )
+        done = state["epoch"]
+        if epochs < done:
+            raise ValueError(
+                f"epochs={epochs} is fewer than the {done} the run in {str(folder)!r} has "
+                f"already trained; pass epochs={done} or more"
+            )
+        fresh_lr = [group["lr"] for group in optim.param_groups]
+        restored = _restore(checkpoint, module, params, optim, state)
+        if new_lr:  # the learning rate given now, not the run's
+            for group, value in zip(optim.param_groups, fresh_lr, strict=False):
+                group["lr"] = value
+    except BaseException:
+        run_lock.close()
+        raise
+    return checkpoint, restored
+
+
+def _fingerprint(train) -> str:
+    """The training data's fingerprint, for resume checks: every value of in-memory data;
+    the size and the first batch of streamed data (reading it all would cost an epoch)."""
+    if not train.streamed:
+        return _runstate.fingerprint(train.x, train.c)
+    x, c = train.head(64)
+    return f"{len(train)}:" + _runstate.fingerprint(x, c)
+
+
+def _check_finite(params, optim, epoch, checkpoint, saved_epoch) -> None:
+    """Refuses to go on (and so to save) with a non-finite parameter or optimizer state."""
+    bad = _runstate.non_finite(params.params, optim)
+    if bad is not None:
+        raise FloatingPointError(
+            f"{bad} is not finite after epoch {epoch}: training stopped and this epoch is "
+            f"not saved{_runstate.last_good(checkpoint, saved_epoch)}"
+        )
 
 
 def _decorrelate_ranks():
@@ -707,8 +815,7 @@ def _checkpoint_state(epoch, step, module, params, optim, history, target_beta) 
     }
 
 
-def _restore(path, module, params, optim, device):
-    state = load_checkpoint(path, map_location=device)
+def _restore(path, module, params, optim, state):
     try:
         if module is not None:
             module.load_state_dict(state["module"])

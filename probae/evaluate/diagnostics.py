@@ -31,8 +31,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .. import importance
-from .._common import positive_int
+from .. import _validate, importance
 from . import _pareto
 from ._util import (
     _eval_mode,
@@ -175,7 +174,7 @@ def active_units(
     """
     if not (isinstance(threshold, (int, float)) and threshold >= 0):
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
-    num_samples = positive_int("num_samples", num_samples)
+    num_samples = _validate.samples("num_samples", num_samples)
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "active_units", False)
     means, kls = [], []
     with torch.no_grad(), _eval_mode(pair.module):
@@ -303,7 +302,7 @@ def elbo_surgery(model, data, num_samples: int = 10, c=None, batch_size: int = 1
     :param int batch_size: points evaluated at once.
     :rtype: ElboSurgery
     """
-    num_samples = positive_int("num_samples", num_samples)
+    num_samples = _validate.samples("num_samples", num_samples)
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo_surgery", True)
     n = x.shape[0]
     terms = {"kl": [], "mi": [], "marginal": []}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import importance
+from .. import _validate, importance
 from .._common import positive_int, prepare
 from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup, _ValidateOnce
 from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
@@ -110,7 +110,7 @@ def elbo(model, data, num_particles: int = 1, c=None, batch_size: int = 1000) ->
     :param int batch_size: points evaluated at once.
     :returns: a tensor of shape ``(N,)``.
     """
-    num_particles = positive_int("num_particles", num_particles)
+    num_particles = _validate.samples("num_particles", num_particles)
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False)
     out = []
     checks = _ValidateOnce(pair.module)
@@ -162,7 +162,7 @@ def log_likelihood(
         ``result.log_weights``.
     :rtype: LogLikelihood
     """
-    num_samples = positive_int("num_samples", num_samples)
+    num_samples = _validate.samples("num_samples", num_samples)
     chunk_size = positive_int("chunk_size", chunk_size)
     if psis is None:
         psis = num_samples >= PSIS_MIN_SAMPLES
@@ -208,6 +208,7 @@ def log_likelihood(
 
 def reconstruction_error(model, data, c=None, batch_size: int = 1000) -> torch.Tensor:
     """Squared error ``||x - E[x|z]||^2`` per point, z the code of x."""
+    batch_size = positive_int("batch_size", batch_size)
     x = prepare(data, model, c, check_support=False)[0]
     out = []
     with torch.no_grad(), _eval_mode(model):

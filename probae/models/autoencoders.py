@@ -71,9 +71,9 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .. import _validate, nets
 from .. import corruption as _corruption
 from .. import likelihoods as _likelihoods
-from .. import nets
 from .. import priors as _priors
 from .._common import prepare
 from .._config import Configurable
@@ -109,11 +109,7 @@ def _check_activation(activation):
 
 
 def _check_weight(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return _validate.positive(name, value)
 
 
 class CodeEncoder(nn.Module, Configurable):
@@ -135,7 +131,7 @@ class CodeEncoder(nn.Module, Configurable):
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.z_dim = z_dim
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = _validate.widths("hidden", hidden)
         self.activation = _check_activation(activation)
         self.net = nets.MLP(math.prod(self.x_shape), self.hidden, z_dim)
 
@@ -255,7 +251,7 @@ class DeterministicAutoencoder(Autoencoder):
         likelihood = _likelihoods.Gaussian() if likelihood is None else likelihood
         prior = _priors.Flat(z_dim) if prior is None else prior
         super().__init__(x_shape, z_dim, prior, likelihood, beta=1.0)
-        hidden = tuple(hidden)
+        hidden = _validate.widths("hidden", hidden)
         if encoder is None:
             encoder = CodeEncoder(self.x_shape, z_dim, hidden, activation)
         elif not callable(encoder):
@@ -567,8 +563,11 @@ class KSparseAE(DeterministicAutoencoder):
         encoder=None,
         decoder=None,
     ):
+        z_dim = _validate.integer("z_dim", z_dim, minimum=1)
+        hidden = _validate.widths("hidden", hidden)
         can_tie = not tuple(hidden) and encoder is None and decoder is None
-        tied = can_tie if tied is None else tied
+        tied = can_tie if tied is None else _validate.boolean("tied", tied)
+        k = _validate.integer("k", k) if not isinstance(k, bool) else k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= z_dim:
             raise ValueError(f"k must be an integer in [1, z_dim={z_dim}], got {k!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 1:

@@ -16,13 +16,12 @@ all.
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import torch
 from pyro import poutine
 from torch import nn
 
+from .. import _validate
 from .. import likelihoods as _likelihoods
 from .. import priors as _priors
 from .._config import Configurable
@@ -44,9 +43,13 @@ class Autoencoder(nn.Module, Configurable):
     def __init__(self, x_shape, z_dim: int, prior=None, likelihood=None, beta: float = 1.0):
         super().__init__()
         self.x_shape = _check_shape("x_shape", x_shape)
-        if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
-            raise ValueError(f"z_dim must be a positive integer, got {z_dim!r}")
+        z_dim = _check_z_dim(z_dim)
         self.z_dim = z_dim
+        if prior is not None and not callable(prior):
+            raise TypeError(
+                f"prior must be a probae prior (a module returning a distribution over z), "
+                f"got {type(prior).__name__}"
+            )
         self.prior = _priors.StandardNormal(z_dim) if prior is None else prior
         if getattr(self.prior, "z_dim", z_dim) != z_dim:
             raise ValueError(f"prior has z_dim={self.prior.z_dim} but the model has z_dim={z_dim}")
@@ -65,9 +68,7 @@ class Autoencoder(nn.Module, Configurable):
 
     @beta.setter
     def beta(self, value: float) -> None:
-        value = float(value)
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"beta must be a positive finite number, got {value!r}")
+        value = _validate.positive("beta", value)
         self._beta = value
 
     # -- helpers -----------------------------------------------------------------------
@@ -143,8 +144,10 @@ class Autoencoder(nn.Module, Configurable):
     @torch.no_grad()
     def sample(self, n: int, c=None) -> torch.Tensor:
         """``n`` draws z ~ p(z), decoded to E[x|z]; a tensor of shape ``(n, *x_shape)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        try:
+            n = _validate.integer("n", n, minimum=1)
+        except TypeError:
+            raise ValueError(f"n must be a positive integer, got {n!r}") from None
         if getattr(self.prior, "improper", False):
             raise RuntimeError(
                 f"{type(self).__name__} has a flat (improper) prior, which cannot be sampled: "
@@ -154,9 +157,20 @@ class Autoencoder(nn.Module, Configurable):
         return self.decode(z)
 
 
-def _check_shape(name, shape) -> tuple:
+def _check_z_dim(z_dim) -> int:
     try:
-        shape = tuple(int(s) for s in shape)
+        return _validate.integer("z_dim", z_dim, minimum=1)
+    except TypeError:
+        raise ValueError(f"z_dim must be a positive integer, got {z_dim!r}") from None
+
+
+def _check_shape(name, shape) -> tuple:
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of positive integers, got {shape!r}")
+    try:
+        shape = tuple(_validate.integer(name, s) for s in shape)
     except TypeError:
         raise TypeError(f"{name} must be a tuple of positive integers, got {shape!r}") from None
     if not shape or any(s < 1 for s in shape):

@@ -36,8 +36,8 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .. import _validate, nets
 from .. import likelihoods as _likelihoods
-from .. import nets
 from .. import priors as _priors
 from .._config import Configurable
 from .base import Autoencoder, _check_shape
@@ -150,6 +150,8 @@ class CVAE(_Conditioned, Autoencoder):
         c_shape = _check_shape("c_shape", c_shape)
         c_dim = int(math.prod(c_shape))
         if prior is None:
+            prior_hidden = _validate.widths("prior_hidden", prior_hidden)
+            z_dim = _validate.integer("z_dim", z_dim, minimum=1)
             prior = _priors.ConditionalNormal(c_dim, z_dim, hidden=prior_hidden)
         super().__init__(x_shape, z_dim, prior, likelihood, beta)
         self.c_shape = c_shape

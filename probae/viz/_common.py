@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .. import _validate
 from .. import data as _data
 
 #: grey level of the one-pixel border between tiles of a mosaic
@@ -114,7 +115,17 @@ def _decode(model, z, c):
     return model.decode(z) if c is None else model.decode(z, c)
 
 
+#: more pictures than this in one PNG cannot be told apart (and would fill the memory)
+MAX_PICTURES = 10_000
+
+
 def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        value = _validate.integer(name, value, minimum=1)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value > MAX_PICTURES:
+        raise ValueError(
+            f"{name} must be at most {MAX_PICTURES} (pictures in one file), got {value}"
+        )
     return value

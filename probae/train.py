@@ -138,6 +138,7 @@ def fit(
     batch_size: int = 128,
     loss: str = "elbo",
     num_particles: int = 1,
+    gradient: str | None = None,
     lr: float = 1e-3,
     optimizer=None,
     binarize: str | None = None,
@@ -159,8 +160,11 @@ def fit(
     :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
     :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
     :param int batch_size: points per step.
-    :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``.
+    :param str loss: ``"elbo"``, ``"meanfield"`` or ``"iwae"``; or ``"miwae"``,
+        ``"piwae"``, ``"ciwae"`` (Rainforth et al. 2018, see :mod:`probae.objectives`).
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
+    :param str gradient: the gradient estimator of ``loss="iwae"``: ``"standard"``
+        (default), ``"stl"`` (sticking the landing) or ``"dreg"`` (doubly reparameterized).
     :param float lr: learning rate of the default Adam optimizer.
     :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
     :param str binarize: ``"dynamic"`` (a fresh Bernoulli draw of every batch, for
@@ -194,6 +198,7 @@ def _fit(
     batch_size,
     loss,
     num_particles,
+    gradient,
     lr,
     optimizer,
     binarize,
@@ -251,9 +256,11 @@ def _fit(
     if importance.enumerated_sites(pair.model, pair.guide, probe):
         with importance.preserve_rng(probe):
             nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
-        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, enumerate=True)
+        elbo = make_elbo(
+            loss, num_particles, max_plate_nesting=nesting, enumerate=True, gradient=gradient
+        )
     else:
-        elbo = make_elbo(loss, num_particles)
+        elbo = make_elbo(loss, num_particles, gradient=gradient)
     with poutine.trace(param_only=True) as capture:
         probe_loss = elbo.differentiable_loss(pair.model, pair.guide, *probe)
     params.add_from_trace(capture.trace)

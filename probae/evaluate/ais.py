@@ -318,7 +318,8 @@ def log_accept_prob(f_old, p_old, f_new, p_new) -> torch.Tensor:
 def hmc_transition(path, z, beta, step_size, num_leapfrog: int):
     r"""One HMC transition leaving :math:`f_\beta` invariant, for every chain and point.
 
-    :param torch.Tensor step_size: per data point, shape ``(N,)``.
+    :param torch.Tensor step_size: per data point, shape ``(N,)``; each chain's step
+        is this times a uniform draw from [0.8, 1.2].
     :returns: ``(z, aux, log L at the old z, acceptance probability (C, N))`` where
         ``aux = (log f0, log p(x, z))`` at the new state.
     """
@@ -326,7 +327,11 @@ def hmc_transition(path, z, beta, step_size, num_leapfrog: int):
     f, grad, aux = vg(z)
     log_ratio_old = aux[1] - aux[0]
     p = torch.randn_like(z)
-    eps = step_size.reshape(1, -1, 1)
+    # A step size jittered by up to 20% per chain, independently of the state (so the
+    # transition stays reversible), keeps a fixed trajectory length from resonating
+    # with the posterior's scale (HMC's periodicity, Neal 2011, 5.4.2.2).
+    jitter = 0.8 + 0.4 * torch.rand_like(z[..., :1])
+    eps = step_size.reshape(1, -1, 1) * jitter
     z_new, p_new, f_new, _, aux_new = leapfrog(vg, z, p, grad, eps, num_leapfrog)
     log_a = log_accept_prob(f, p, f_new, p_new)
     accept = torch.rand_like(log_a).log() < log_a

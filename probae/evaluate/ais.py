@@ -67,7 +67,14 @@ from .._common import as_pair, device_of, positive_int
 from ._util import _args, _eval_mode, _per_batch, _setup
 from .estimators import LogLikelihood
 
-__all__ = ["AISLogLikelihood", "BDMC", "ais_log_likelihood", "bdmc", "sigmoid_schedule", "TARGET_ACCEPTANCE"]
+__all__ = [
+    "AISLogLikelihood",
+    "BDMC",
+    "ais_log_likelihood",
+    "bdmc",
+    "sigmoid_schedule",
+    "TARGET_ACCEPTANCE",
+]
 
 #: the acceptance rate each transition's step size is adapted towards
 TARGET_ACCEPTANCE = {"hmc": 0.65, "mala": 0.574}

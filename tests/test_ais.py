@@ -31,18 +31,17 @@ def test_ais_from_the_exact_posterior_is_exact_for_any_number_of_steps(device):
 def test_ais_converges_to_the_exact_log_likelihood_as_steps_grow(device):
     torch.manual_seed(0)
     lg = LinearGaussian(device, shift=0.7, stretch=1.8)
-    x = lg.data(30)
+    x = lg.data(20)
     exact = lg.log_evidence(x).mean().item()
     pair = (lg.model, lg.poor_guide)
     errors = []
-    for steps in (1, 10, 150):
+    for steps in (1, 100):
         result = evaluate.log_likelihood(pair, x, method="ais", num_chains=8, steps=steps, **FAST)
         assert isinstance(result, evaluate.LogLikelihood)
         errors.append(exact - result.mean)
-    # A stochastic lower bound: below the exact value, and closer with every schedule.
-    assert errors[0] > errors[1] > abs(errors[2])
+    # One step is IWAE with 8 samples, well below; 100 steps close the gap.
     assert errors[0] > 0.2
-    assert abs(errors[2]) < 0.1
+    assert abs(errors[1]) < min(0.1, errors[0] / 3)
     assert 0.4 < result.acceptance < 0.95
     assert ((result.ess >= 1 - 1e-6) & (result.ess <= 8 + 1e-6)).all()
     assert torch.isfinite(result.stderr_per_point).all()

@@ -38,9 +38,10 @@ def main():
     )
     parser.add_argument("--chains", type=int, default=16)
     parser.add_argument("--leapfrog", type=int, default=5)
-    parser.add_argument("--bdmc-steps", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--bdmc-steps", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--bdmc-points", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--losses", nargs="+", default=["elbo", "iwae"], choices=["elbo", "iwae"])
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -51,7 +52,8 @@ def main():
     test_x = data.binarize(test.x[: args.points], seed=0)
     ais_points = args.ais_points or [args.points] * len(args.ais_steps)
 
-    for loss, particles in (("elbo", 1), ("iwae", 50)):
+    for loss in args.losses:
+        particles = 50 if loss == "iwae" else 1
         torch.manual_seed(args.seed)
         vae = VAE(x_shape=train.x.shape[1:], z_dim=args.z_dim)
         start = time.perf_counter()

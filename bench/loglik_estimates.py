@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--z-dim", type=int, default=8)
     parser.add_argument("--points", type=int, default=50, help="test points evaluated")
     parser.add_argument("--iwae-samples", type=int, default=5000)
-    parser.add_argument("--ais-steps", type=int, nargs="+", default=[1000])
+    parser.add_argument("--ais-steps", type=int, nargs="*", default=[1000])
     parser.add_argument(
         "--ais-points",
         type=int,

@@ -4,7 +4,11 @@ r"""Objectives: the Pyro ELBO objects that :func:`probae.fit` optimizes.
   (:class:`~pyro.infer.TraceEnum_ELBO` when the model has enumerated sites);
 - ``"meanfield"``: :class:`~pyro.infer.TraceMeanField_ELBO`, with the KL term in
   closed form where one exists;
-- ``"iwae"``: the importance-weighted bound of Burda et al. (2016), :class:`IWAE`;
+- ``"iwae"``: the importance-weighted bound of Burda et al. (2016), :class:`IWAE`,
+  with the gradient estimators ``gradient="stl"`` (:class:`StickingTheLandingIWAE`)
+  and ``gradient="dreg"`` (:class:`DReGIWAE`);
+- ``"miwae"``, ``"piwae"``, ``"ciwae"``: the bounds of Rainforth et al. (2018),
+  :class:`MIWAE`, :class:`PIWAE`, :class:`CIWAE`;
 - any :class:`pyro.infer.ELBO` instance, used as given.
 
 The first two are :class:`ReparamELBO` and :class:`MeanFieldELBO`, whose loss stays on
@@ -68,9 +72,16 @@ __all__ = [
     "make_elbo",
     "objective_for",
     "prior_proposed",
+    "GRADIENTS",
+    "StickingTheLandingIWAE",
+    "DReGIWAE",
+    "MIWAE",
+    "PIWAE",
+    "CIWAE",
+    "make_iwae",
 ]
 
-LOSSES = ("elbo", "meanfield", "iwae")
+LOSSES = ("elbo", "meanfield", "iwae", "miwae", "piwae", "ciwae")
 
 
 class IWAE(RenyiELBO):
@@ -220,17 +231,31 @@ class MeanFieldELBO(_LossOnDevice, TraceMeanField_ELBO):
         return -elbo
 
 
-def make_elbo(loss="elbo", num_particles: int = 1, max_plate_nesting=None, enumerate: bool = False):
-    """The Pyro ELBO object for a loss name (``"elbo"``, ``"meanfield"``, ``"iwae"``);
-    a :class:`pyro.infer.ELBO` instance is returned as it is.
+def make_elbo(
+    loss="elbo",
+    num_particles: int = 1,
+    max_plate_nesting=None,
+    enumerate: bool = False,
+    gradient: str | None = None,
+):
+    """The Pyro ELBO object for a loss name (``"elbo"``, ``"meanfield"``, ``"iwae"``,
+    ``"miwae"``, ``"piwae"``, ``"ciwae"``); a :class:`pyro.infer.ELBO` instance is
+    returned as it is.
 
     :param int max_plate_nesting: how many plates deep the pair goes (guessed by Pyro
         on the first call if None).
     :param bool enumerate: the pair has sites marked for enumeration (needs
         ``max_plate_nesting``): ``"elbo"`` becomes :class:`~pyro.infer.TraceEnum_ELBO`
         and ``"iwae"`` sums the model's enumerated sites out of each weight.
+    :param str gradient: the gradient estimator of ``"iwae"``: ``"standard"`` (or
+        None), ``"stl"`` or ``"dreg"``.
     """
     if isinstance(loss, ELBO):
+        if gradient not in (None, "standard"):
+            raise ValueError(
+                f"gradient={gradient!r} applies to loss='iwae', not to a "
+                f"{type(loss).__name__} instance"
+            )
         return loss
     if not isinstance(loss, str):
         raise TypeError(
@@ -243,6 +268,12 @@ def make_elbo(loss="elbo", num_particles: int = 1, max_plate_nesting=None, enume
     if enumerate:
         if max_plate_nesting is None:
             raise ValueError("make_elbo(enumerate=True) needs max_plate_nesting")
+    iwae_family = make_iwae(
+        loss, num_particles, gradient, max_plate_nesting=nesting, enumerate=enumerate
+    )
+    if iwae_family is not None:
+        return iwae_family
+    if enumerate:
         if loss == "iwae":
             return IWAE(num_particles, max_plate_nesting=nesting, enumerate=True)
         if loss == "elbo":
@@ -267,6 +298,297 @@ def make_elbo(loss="elbo", num_particles: int = 1, max_plate_nesting=None, enume
             num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=nesting
         )
     raise ValueError(f"unknown loss={loss!r}; expected one of {list(LOSSES)}")
+
+
+# -- better IWAE gradients and the bounds between the ELBO and IWAE -----------------------
+
+#: gradient estimators of loss="iwae"
+GRADIENTS = ("standard", "stl", "dreg")
+
+
+class _WeightedIWAE(IWAE):
+    r"""An importance-weighted objective whose gradient is written per particle k:
+
+    .. math:: \nabla_\theta = \sum_k a_k \nabla_\theta \log w_k,\qquad
+              \nabla_\phi = \sum_k b_k\, \nabla^{\text{path}}_\phi \log w_k
+                          - \sum_k s_k\, \nabla_\phi \log q_\phi(z_k|x)\big|_{z_k},
+
+    with model parameters :math:`\theta`, guide parameters :math:`\phi`, the
+    reparameterized path :math:`z_k = z(\epsilon_k, \phi)` and weights a, b, s that
+    carry no gradient. The plain reparameterized gradient of a bound has
+    a = b = s; the estimators below change b and s. The surrogate
+    :math:`\sum_k a_k \log w_k` is traced once; the guide's latent values pass
+    their gradient on scaled by :math:`b_k / a_k`, and a zero-valued term
+    :math:`\sum_k (a_k - s_k)\,(\log q_\phi(\bar z_k|x) - \text{its value})`, with
+    :math:`\bar z_k` held fixed, adds back the score part. The loss's value is the
+    negative bound.
+    """
+
+    #: the weights b differ from a: guide-site gradients are rescaled (one site only)
+    rescales_path = False
+    gradient_name = "standard"
+    loss_name = "iwae"
+
+    def _particles(self, model, guide, args, kwargs):
+        """Log-weights ``(K, N)`` and, per guide site, its value and
+        :math:`\\log q` at the detached value, shape ``(K, N)``."""
+        what = (
+            f"loss={self.loss_name!r}"
+            if self.gradient_name == "standard"
+            else (f"gradient={self.gradient_name!r}")
+        )
+        if self.enumerate:
+            if kwargs:
+                raise ValueError(f"{what} takes positional model arguments only")
+            nesting = self.max_plate_nesting - 1
+            pair = importance.traces(model, guide, args, self.num_particles, nesting)
+            log_w = importance.log_weights(
+                model, guide, args, self.num_particles, nesting, scaled=True, trace_pair=pair
+            )
+            guide_trace = prune_subsample_sites(pair[0])
+
+            def reduce(site, log_prob):
+                return importance._per_point(site, log_prob, nesting)
+
+        else:
+            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+                sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+                log_w = 0.0
+                for site in model_trace.nodes.values():
+                    if site["type"] == "sample":
+                        log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+                for site in guide_trace.nodes.values():
+                    if site["type"] == "sample":
+                        log_w = log_w - torch_sum(site["log_prob"], sum_dims)
+
+            def reduce(site, log_prob):
+                return torch_sum(log_prob, sum_dims)
+
+        single = self.num_particles == 1 and not self.enumerate  # no particle dim then
+        if single:
+            log_w = log_w.unsqueeze(0)
+        latents = []
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if not getattr(site["fn"], "has_rsample", False):
+                raise ValueError(f"{what} needs reparameterized guide sites; {name!r} is not")
+            value = site["value"]
+            log_q = reduce(site, site["fn"].log_prob(value.detach()))
+            if single:
+                log_q, value = log_q.unsqueeze(0), value.unsqueeze(0)
+            latents.append((name, value, log_q))
+        if not isinstance(log_w, torch.Tensor) or log_w.dim() != 2:
+            raise ValueError(
+                f"{what} needs per-point log-weights of shape (particles, points): every "
+                "sample site inside one pyro.plate('data')"
+            )
+        if self.rescales_path and len(latents) != 1:
+            raise ValueError(
+                f"{what} rescales the gradient of the guide's latent per particle and supports "
+                f"a guide with one latent sample site; this guide has {[n for n, _, _ in latents]}"
+            )
+        return log_w, latents
+
+    def _weights(self, log_w):
+        """``(bound per point (N,), log a, log b, s)``, each weight of shape ``(K, N)``."""
+        raise NotImplementedError
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        log_w, latents = self._particles(model, guide, args, kwargs)
+        bound, log_a, log_b, s = self._weights(log_w)
+        log_a, log_b, s = log_a.detach(), log_b.detach(), s.detach()
+        a = log_a.exp()
+        if self.rescales_path:
+            _, value, _ = latents[0]
+            if value.shape[:2] != log_w.shape:
+                raise ValueError(
+                    f"gradient={self.gradient_name!r} needs the guide's latent to have the "
+                    f"particle and data dims first, got shape {tuple(value.shape)}"
+                )
+            ratio = (log_b - log_a).exp().reshape(*log_w.shape, *([1] * (value.dim() - 2)))
+            if value.requires_grad:
+                value.register_hook(lambda grad: grad * ratio)
+        surrogate = (a * log_w).sum()
+        for _, _, log_q in latents:
+            score = log_q - log_q.detach()
+            surrogate = surrogate + ((a - s) * score).sum()
+        bound = bound.sum()
+        return -(bound.detach() + surrogate - surrogate.detach())
+
+
+def _normalized(log_w, dim=0):
+    return log_w - log_w.logsumexp(dim, keepdim=True)
+
+
+class StickingTheLandingIWAE(_WeightedIWAE):
+    r"""The IWAE bound with the sticking-the-landing gradient (Roeder et al., 2017):
+    the guide's gradient keeps the path derivative through
+    :math:`z_k = z(\epsilon_k, \phi)` and drops the score term
+    :math:`-\nabla_\phi \log q_\phi(z|x)|_{z}`, whose expectation is zero. It
+    has zero variance when q is the exact posterior. For the IWAE bound it is
+    biased for K > 1 (Tucker et al., 2019); :class:`DReGIWAE` is its unbiased
+    counterpart. The model's gradient is the usual one.
+
+    **References**
+
+    [1] `Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
+    Variational Inference`, Geoffrey Roeder, Yuhuai Wu, David Duvenaud (NIPS 2017)
+    """
+
+    gradient_name = "stl"
+
+    def _weights(self, log_w):
+        k = log_w.shape[0]
+        log_a = _normalized(log_w)
+        return log_w.logsumexp(0) - math.log(k), log_a, log_a, torch.zeros_like(log_w)
+
+
+class DReGIWAE(_WeightedIWAE):
+    r"""The IWAE bound with the doubly reparameterized gradient (Tucker et al., 2019).
+    With normalized weights :math:`\tilde w_k = w_k / \sum_j w_j`, the guide's
+    gradient is
+
+    .. math:: \nabla_\phi \mathcal L_K = \mathbb E\Big[\sum_k \tilde w_k^2\,
+              \frac{\partial \log w_k}{\partial z_k}\frac{\partial z_k}{\partial \phi}\Big],
+
+    an unbiased estimator of the same gradient whose signal-to-noise ratio does not
+    vanish as K grows (Rainforth et al., 2018). The model's gradient is the usual
+    :math:`\sum_k \tilde w_k \nabla_\theta \log w_k`. Needs a reparameterized guide
+    with one latent sample site.
+
+    **References**
+
+    [1] `Doubly Reparameterized Gradient Estimators for Monte Carlo Objectives`,
+    George Tucker, Dieterich Lawson, Shixiang Gu, Chris J. Maddison (ICLR 2019)
+    """
+
+    rescales_path = True
+    gradient_name = "dreg"
+
+    def _weights(self, log_w):
+        k = log_w.shape[0]
+        log_a = _normalized(log_w)
+        return log_w.logsumexp(0) - math.log(k), log_a, 2 * log_a, torch.zeros_like(log_w)
+
+
+class _Grouped(_WeightedIWAE):
+    def __init__(self, num_particles=64, groups=8, max_plate_nesting=float("inf"), enumerate=False):
+        num_particles = positive_int("num_particles", num_particles)
+        groups = positive_int("groups", groups)
+        if num_particles % groups:
+            raise ValueError(
+                f"num_particles={num_particles} must be a multiple of groups={groups} "
+                "(M groups of K particles)"
+            )
+        super().__init__(num_particles, max_plate_nesting=max_plate_nesting, enumerate=enumerate)
+        self.groups = groups
+
+    def _miwae(self, log_w):
+        """The MIWAE bound per point and its log-weights (each particle's share)."""
+        m = self.groups
+        grouped = log_w.reshape(m, -1, log_w.shape[-1])
+        bound = (grouped.logsumexp(1) - math.log(grouped.shape[1])).mean(0)
+        log_weights = _normalized(grouped, 1).reshape(log_w.shape) - math.log(m)
+        return bound, log_weights
+
+
+class MIWAE(_Grouped):
+    r"""The multiply importance-weighted bound (Rainforth et al., 2018): the
+    ``num_particles`` particles form M groups of K = ``num_particles / groups``,
+
+    .. math:: \mathcal L_{M,K} = \frac1M \sum_{m=1}^M \log \frac1K \sum_{k=1}^K w_{m,k},
+
+    between the ELBO (K = 1) and IWAE (M = 1).
+
+    :param int num_particles: M K particles in all.
+    :param int groups: M.
+
+    **References**
+
+    [1] `Tighter Variational Bounds are Not Necessarily Better`, Tom Rainforth, Adam
+    R. Kosiorek, Tuan Anh Le, Chris J. Maddison, Maximilian Igl, Frank Wood, Yee
+    Whye Teh (ICML 2018)
+    """
+
+    loss_name = "miwae"
+
+    def _weights(self, log_w):
+        bound, log_a = self._miwae(log_w)
+        return bound, log_a, log_a, log_a.exp()
+
+
+class PIWAE(_Grouped):
+    r"""The partially importance-weighted objective (Rainforth et al., 2018): the
+    model is trained on the IWAE bound of all M K particles and the guide on the
+    MIWAE bound :math:`\mathcal L_{M,K}` of the same particles (see :class:`MIWAE`).
+    The loss's value is the negative IWAE bound. Needs a reparameterized guide
+    with one latent sample site.
+    """
+
+    loss_name = "piwae"
+    rescales_path = True
+
+    def _weights(self, log_w):
+        k = log_w.shape[0]
+        log_a = _normalized(log_w)
+        _, log_b = self._miwae(log_w)
+        return log_w.logsumexp(0) - math.log(k), log_a, log_b, log_b.exp()
+
+
+class CIWAE(_WeightedIWAE):
+    r"""The combination importance-weighted bound (Rainforth et al., 2018),
+
+    .. math:: \mathcal L = \beta\, \frac1K \sum_k \log w_k
+              + (1 - \beta) \log \frac1K \sum_k w_k,
+
+    the ELBO and the IWAE bound of the same K particles mixed by :math:`\beta`.
+
+    :param int num_particles: K.
+    :param float beta: the ELBO's share, in [0, 1].
+    """
+
+    loss_name = "ciwae"
+
+    def __init__(self, num_particles=64, beta=0.5, max_plate_nesting=float("inf"), enumerate=False):
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+            raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
+        super().__init__(num_particles, max_plate_nesting=max_plate_nesting, enumerate=enumerate)
+        self.beta = float(beta)
+
+    def _weights(self, log_w):
+        k = log_w.shape[0]
+        bound = self.beta * log_w.mean(0) + (1 - self.beta) * (log_w.logsumexp(0) - math.log(k))
+        weights = self.beta / k + (1 - self.beta) * _normalized(log_w).exp()
+        log_a = weights.log()
+        return bound, log_a, log_a, weights
+
+
+#: the objectives beside IWAE, by loss name
+IWAE_OBJECTIVES = {"miwae": MIWAE, "piwae": PIWAE, "ciwae": CIWAE}
+IWAE_GRADIENTS = {"stl": StickingTheLandingIWAE, "dreg": DReGIWAE}
+
+
+def make_iwae(loss: str, num_particles: int, gradient=None, **options):
+    """The IWAE-family objective for a loss name and gradient estimator, or None for
+    plain ``loss="iwae"`` (:class:`IWAE`). Objectives named by string use
+    ``groups=8`` (MIWAE, PIWAE) and ``beta=0.5`` (CIWAE), the settings Rainforth et
+    al. (2018) recommend; build the classes directly for others."""
+    if gradient not in (None, *GRADIENTS):
+        raise ValueError(f"gradient must be one of {list(GRADIENTS)}, got {gradient!r}")
+    if gradient not in (None, "standard") and loss != "iwae":
+        raise ValueError(f"gradient={gradient!r} applies to loss='iwae', not loss={loss!r}")
+    if loss in IWAE_OBJECTIVES:
+        if loss in ("miwae", "piwae") and num_particles % 8:
+            raise ValueError(
+                f"loss={loss!r} splits num_particles into 8 groups, so num_particles must be a "
+                f"multiple of 8; got {num_particles} (or build objectives.{loss.upper()} "
+                "with other groups)"
+            )
+        return IWAE_OBJECTIVES[loss](num_particles, **options)
+    if loss == "iwae" and gradient in IWAE_GRADIENTS:
+        return IWAE_GRADIENTS[gradient](num_particles, **options)
+    return None
 
 
 # -- what the objective must know about a pair -------------------------------------
@@ -477,7 +799,7 @@ def check_loss(loss) -> None:
         )
 
 
-def objective_for(loss, num_particles: int, info: PairInfo):
+def objective_for(loss, num_particles: int, info: PairInfo, gradient: str | None = None):
     """The objective :func:`probae.fit` optimizes for a pair that :func:`inspect_pair`
     described: a loss name or a :class:`pyro.infer.ELBO` instance, checked against the
     pair's enumerated and model-only sites.
@@ -498,7 +820,7 @@ def objective_for(loss, num_particles: int, info: PairInfo):
     nesting = info.max_plate_nesting
     if info.guide_enumerated:
         sites = info.guide_enumerated
-        if loss == "iwae" or isinstance(loss, IWAE):
+        if loss in ("iwae", "miwae", "piwae", "ciwae") or isinstance(loss, IWAE):
             raise ValueError(
                 f"loss='iwae' cannot sum out the guide's enumerated sites {sites}; use "
                 "loss='elbo' (TraceEnum_ELBO), or remove the enumeration marks to sample them"
@@ -537,9 +859,16 @@ def objective_for(loss, num_particles: int, info: PairInfo):
             stacklevel=4,
         )
     if given:
+        if gradient not in (None, "standard"):
+            raise ValueError(
+                f"gradient={gradient!r} applies to loss='iwae', not to a "
+                f"{type(loss).__name__} instance"
+            )
         elbo = differentiable(loss)
     elif info.enumerated:
-        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, enumerate=True)
+        elbo = make_elbo(
+            loss, num_particles, max_plate_nesting=nesting, enumerate=True, gradient=gradient
+        )
         if isinstance(elbo, TraceEnum_ELBO):
             # Guide-only enumeration with a model that uses the value is the M2 pattern:
             # Pyro's strict warning would flag the guide's enumerated sites as unused.
@@ -547,11 +876,11 @@ def objective_for(loss, num_particles: int, info: PairInfo):
             elbo = differentiable(elbo)  # its differentiable_loss refuses no_grad passes
     else:
         # A known nesting: Pyro guesses none (no log line, no random draws).
-        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting)
+        elbo = make_elbo(loss, num_particles, max_plate_nesting=nesting, gradient=gradient)
     return elbo, lambda model: prior_proposed(model, info.prior_proposed)
 
 
-def for_pair(loss, num_particles: int, pair, probe):
+def for_pair(loss, num_particles: int, pair, probe, gradient: str | None = None):
     """The objective for a :class:`~probae._common.Pair` on its first batch ``probe``:
     :func:`inspect_pair`, then :func:`objective_for`, then, for vectorized particles,
     :func:`probae.checks.check_sample_dimension`.
@@ -562,7 +891,7 @@ def for_pair(loss, num_particles: int, pair, probe):
 
     num_particles = positive_int("num_particles", num_particles)
     info = inspect_pair(pair.model, pair.guide, probe)
-    elbo, wrap = objective_for(loss, num_particles, info)
+    elbo, wrap = objective_for(loss, num_particles, info, gradient)
     pair = pair._replace(model=wrap(pair.model))
     if getattr(elbo, "vectorize_particles", False) or isinstance(elbo, IWAE):
         what = f"loss={loss!r}" if isinstance(loss, str) else type(loss).__name__

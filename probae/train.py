@@ -183,6 +183,7 @@ def fit(
     condition=None,
     observation: str = "x",
     *,
+    gradient: str | None = None,
     callbacks=None,
     early_stopping=None,
     lr_schedule=None,
@@ -202,12 +203,15 @@ def fit(
         :class:`~torch.utils.data.DataLoader` (see :mod:`probae.batches`).
     :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
     :param int batch_size: points per step (a DataLoader keeps its own).
-    :param loss: ``"elbo"``, ``"meanfield"``, ``"iwae"``, or any
+    :param loss: ``"elbo"``, ``"meanfield"``, ``"iwae"``; ``"miwae"``, ``"piwae"``,
+        ``"ciwae"`` (Rainforth et al. 2018, see :mod:`probae.objectives`); or any
         :class:`pyro.infer.ELBO` instance (``TraceEnum_ELBO(max_plate_nesting=1)``,
         ``RenyiELBO(alpha=0.5)``, ...). A pair with sites marked for enumeration gets
         :class:`~pyro.infer.TraceEnum_ELBO` for ``"elbo"``; see
         :func:`probae.objectives.objective_for` for what is checked on the first batch.
     :param int num_particles: particles per point (vectorized); K for ``"iwae"``.
+    :param str gradient: the gradient estimator of ``loss="iwae"``: ``"standard"``
+        (default), ``"stl"`` (sticking the landing) or ``"dreg"`` (doubly reparameterized).
     :param float lr: learning rate of the default Adam optimizer (default: 1e-3; when
         resuming, the run's own). A learning rate given on resume replaces the run's, so a
         run that diverged can continue from its last good checkpoint at a lower one.
@@ -277,6 +281,7 @@ def _fit(
     batch_size,
     loss,
     num_particles,
+    gradient,
     lr,
     optimizer,
     binarize,
@@ -394,7 +399,7 @@ def _fit(
     params = _Parameters(module)
     probe_x, probe_c = train.head(batch_size)
     probe = _dynamic(_args(probe_x, probe_c), binarize, observed)
-    elbo, pair = objectives.for_pair(loss, num_particles, pair, probe)
+    elbo, pair = objectives.for_pair(loss, num_particles, pair, probe, gradient)
     objective = elbo
     if isinstance(kl_schedule, schedules.Capacity):
         if isinstance(elbo, TraceEnum_ELBO) or getattr(elbo, "enumerate", False):

@@ -22,6 +22,10 @@ concern each, and every one is importable from here (``evaluate.elbo``):
   - :func:`bits_per_dim`, and for conditional models
     :func:`conditional_log_likelihood` and :func:`conditional_elbo`.
 
+- :mod:`probae.evaluate.ais`: annealed importance sampling of :math:`\log p(x)`,
+  :func:`ais_log_likelihood` (also ``log_likelihood(method="ais")``), and bidirectional Monte
+  Carlo bounds on simulated data, :func:`bdmc` (Neal 2001; Grosse et al. 2015;
+  Wu et al. 2017).
 - :mod:`probae.evaluate.diagnostics`: the Pareto-smoothed importance sampling
   k-hat of every point (inside :func:`log_likelihood`, or
   :func:`psis_diagnostic` on any log-weights), :func:`active_units` and
@@ -47,6 +51,7 @@ bound`, Matthew D. Hoffman, Matthew J. Johnson (NIPS 2016 Workshop on Advances
 in Approximate Bayesian Inference)
 """
 
+from .ais import AISLogLikelihood, ais_log_likelihood, bdmc
 from .diagnostics import (
     ActiveUnits,
     ElboSurgery,
@@ -111,4 +116,7 @@ __all__ = [
     "mutual_information_matrix",
     "sap",
     "total_correlation",
+    "AISLogLikelihood",
+    "ais_log_likelihood",
+    "bdmc",
 ]

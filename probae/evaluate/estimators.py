@@ -74,6 +74,11 @@ class LogLikelihood:
         return self.psis_values.mean().item()
 
     @property
+    def per_point(self) -> torch.Tensor:
+        """The estimate of each data point (:attr:`values`)."""
+        return self.values
+
+    @property
     def mean(self) -> float:
         """The average over data points (nats per point)."""
         return self.values.mean().item()
@@ -131,6 +136,8 @@ def log_likelihood(
     c=None,
     psis: bool | None = None,
     keep_log_weights: bool = False,
+    method: str = "iwae",
+    **ais_options,
 ) -> LogLikelihood:
     r"""The importance-weighted estimate of log p(x) for each data point, with the
     Pareto-smoothed importance sampling (PSIS) diagnostic of its weights.
@@ -160,8 +167,19 @@ def log_likelihood(
         The S log-weights of a batch of points are then held at once.
     :param bool keep_log_weights: return all ``(num_samples, N)`` log-weights in
         ``result.log_weights``.
+    :param str method: ``"iwae"``, or ``"ais"`` for annealed importance sampling
+        (:func:`probae.evaluate.ais_log_likelihood`, which takes ``ais_options`` such as
+        ``num_chains``, ``steps`` and ``transition``; ``batch_size`` and ``c`` pass on).
     :rtype: LogLikelihood
     """
+    if method == "ais":
+        from .ais import ais_log_likelihood
+
+        return ais_log_likelihood(model, data, batch_size=batch_size, c=c, **ais_options)
+    if method != "iwae":
+        raise ValueError(f"method must be 'iwae' or 'ais', got {method!r}")
+    if ais_options:
+        raise TypeError(f"log_likelihood got unexpected arguments {sorted(ais_options)}")
     num_samples = _validate.samples("num_samples", num_samples)
     chunk_size = positive_int("chunk_size", chunk_size)
     if psis is None:

@@ -10,12 +10,15 @@ from ._config import register
 from .models import (
     AE,
     CVAE,
+    DRAW,
     VAE,
+    VQVAE,
     ConditionalBaseline,
     ContractiveAE,
     DenoisingAE,
     KSparseAE,
     SparseAE,
+    fit_code_prior,
     fit_latent_density,
 )
 from .saving import load, save
@@ -26,7 +29,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AE",
     "CVAE",
+    "DRAW",
     "VAE",
+    "VQVAE",
     "ConditionalBaseline",
     "ContractiveAE",
     "DenoisingAE",
@@ -37,6 +42,7 @@ __all__ = [
     "data",
     "evaluate",
     "fit",
+    "fit_code_prior",
     "fit_latent_density",
     "likelihoods",
     "load",

@@ -60,6 +60,9 @@ class History:
     val_loss: list = field(default_factory=list)
     beta: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    #: per-epoch figures a model reports of itself (``model.epoch_metrics()``, e.g. a
+    #: VQ-VAE's codebook perplexity), by name
+    metrics: dict = field(default_factory=dict)
 
     def append(self, **row) -> None:
         for key, value in row.items():
@@ -76,6 +79,7 @@ class History:
 
     def to_csv(self, path) -> None:
         rows = self.as_dict()
+        rows.update(rows.pop("metrics"))
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(list(rows))
@@ -328,6 +332,8 @@ def _fit(
                 beta=getattr(module, "beta", None),
                 seconds=time.perf_counter() - began,
             )
+            for key, value in _epoch_metrics(module).items():
+                history.metrics.setdefault(key, []).append(value)
             if checkpoint is not None and is_writer:
                 write_checkpoint(
                     _checkpoint_state(epoch + 1, step, module, params, optim, history, target_beta),
@@ -341,6 +347,12 @@ def _fit(
         if target_beta is not None and warmup_steps:
             module.beta = target_beta
     return history
+
+
+def _epoch_metrics(module) -> dict:
+    """What the model reports of itself after an epoch (an optional hook)."""
+    report = getattr(module, "epoch_metrics", None)
+    return report() if callable(report) else {}
 
 
 def _decorrelate_ranks():

@@ -29,6 +29,8 @@ concern each, and every one is importable from here (``evaluate.elbo``):
 - :mod:`probae.evaluate.representation`: what the codes hold, :func:`cluster`
   with :func:`clustering_accuracy`, and :func:`linear_probe`.
 - :mod:`probae.evaluate.export`: :func:`to_inference_data` for ArviZ.
+- :mod:`probae.evaluate.discrete`: :func:`code_log_likelihood`, the bound of a
+  model with discrete codes (VQ-VAE) through its code prior.
 
 **References**
 
@@ -51,6 +53,7 @@ from .diagnostics import (
     khat_threshold,
     psis_diagnostic,
 )
+from .discrete import code_log_likelihood
 from .estimators import (
     LogLikelihood,
     bits_per_dim,
@@ -80,5 +83,6 @@ __all__ = [
     "ElboSurgery",
     "elbo_surgery",
     "bits_per_dim",
+    "code_log_likelihood",
     "to_inference_data",
 ]

@@ -11,20 +11,28 @@ from .autoencoders import (
     fit_latent_density,
 )
 from .base import Autoencoder
+from .code_prior import GatedPixelCNN
 from .cvae import CVAE, ConditionalBaseline
+from .draw import DRAW
 from .vae import VAE
+from .vqvae import VQVAE, CodebookUsage, fit_code_prior
 
 __all__ = [
     "AE",
     "Autoencoder",
     "CVAE",
     "ConditionalBaseline",
+    "CodebookUsage",
     "ContractiveAE",
+    "DRAW",
     "DenoisingAE",
     "DeterministicAutoencoder",
+    "GatedPixelCNN",
     "KSparseAE",
     "SparseAE",
     "VAE",
+    "VQVAE",
     "families",
+    "fit_code_prior",
     "fit_latent_density",
 ]

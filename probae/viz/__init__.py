@@ -26,10 +26,12 @@ here (``viz.sample_grid``):
 - :mod:`probae.viz.conditional`: :func:`quadrant_completions` and
   :func:`class_samples`, for conditional models.
 - :mod:`probae.viz.training`: :func:`history_plot`.
+- :mod:`probae.viz.draw`: :func:`draw_canvas`, a DRAW model's canvas at every step.
 """
 
 from .autoencoders import filters, first_layer_weights, vector_field
 from .conditional import class_samples, quadrant_completions
+from .draw import draw_canvas
 from .images import image_grid, reconstructions, sample_grid
 from .latent import aggregate_posterior, interpolation, latent_scatter, traversal
 from .training import history_plot
@@ -48,4 +50,5 @@ __all__ = [
     "class_samples",
     "quadrant_completions",
     "aggregate_posterior",
+    "draw_canvas",
 ]

@@ -86,6 +86,7 @@ def _vae_with_the_draw_nets(draw):
     return probae.VAE(x_shape=draw.x_shape, z_dim=draw.z_dim, encoder=Encoder(), decoder=Decoder())
 
 
+@pytest.mark.filterwarnings("ignore:For .* too heavy-tailed")
 def test_one_step_without_attention_is_a_vae_with_the_same_nets(device):
     draw = DRAW(
         x_shape=(16,), z_dim=3, steps=1, attention=False, encoder_size=8, decoder_size=8
@@ -134,7 +135,7 @@ def test_per_step_kls_sum_to_the_total_kl(device, attention):
     assert torch.allclose(loss, kls.sum() - reconstruction, rtol=1e-5)
     # and the Monte Carlo KL of all sites, log q - log p, averages to it
     pyro.set_rng_seed(2)
-    with pyro.plate("mc", 4000, dim=-2):
+    with pyro.plate("mc", 1000, dim=-2):
         guide = poutine.trace(draw.guide).get_trace(x)
     model = poutine.trace(poutine.replay(draw.model, trace=guide)).get_trace(x)
     mc = sum(
@@ -145,12 +146,13 @@ def test_per_step_kls_sum_to_the_total_kl(device, attention):
         for t in range(1, 5)
     )
     pyro.set_rng_seed(2)
-    with pyro.plate("mc", 4000, dim=-2):
+    with pyro.plate("mc", 1000, dim=-2):
         exact = draw.step_kls(x).sum(-1)
-    assert exact.shape == (4000, 3)
-    assert torch.allclose(mc.mean(0), exact.mean(0), atol=0.05)
+    assert exact.shape == (1000, 3)
+    assert torch.allclose(mc.mean(0), exact.mean(0), atol=0.1)
 
 
+@pytest.mark.filterwarnings("ignore:For .* too heavy-tailed")
 def test_fit_evaluate_sample_and_draw_the_canvas(device, tmp_path):
     x = torch.bernoulli(torch.full((30, 64), 0.3, device=device))
     draw = DRAW(

@@ -41,6 +41,8 @@ def main(argv=None):
         ema=True,
         dead_code_threshold=1.0,
         channels=channels,
+        prior_channels=32 if name == "digits" else 64,
+        prior_layers=3 if name == "digits" else 5,
     ).to(args.device)
     history = probae.fit(vq, train, epochs=args.epochs, batch_size=64, seed=0)
     print(f"codebook perplexity during the last epoch: {history.metrics['perplexity'][-1]:.1f}")

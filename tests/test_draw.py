@@ -103,9 +103,9 @@ def test_one_step_without_attention_is_a_vae_with_the_same_nets(device):
         b = loss.differentiable_loss(vae.model, vae.guide, x)
         assert torch.allclose(a, b, rtol=1e-5)
     pyro.set_rng_seed(4)
-    a = evaluate.log_likelihood(draw, x, num_samples=50).values
+    a = evaluate.log_likelihood(draw, x, num_samples=20).values
     pyro.set_rng_seed(4)
-    b = evaluate.log_likelihood(vae, x, num_samples=50).values
+    b = evaluate.log_likelihood(vae, x, num_samples=20).values
     assert torch.allclose(a, b, rtol=1e-5)
 
 
@@ -158,10 +158,10 @@ def test_fit_evaluate_sample_and_draw_the_canvas(device, tmp_path):
     draw = DRAW(
         x_shape=(64,), z_dim=2, steps=3, read=(2, 2), write=(3, 3), encoder_size=8, decoder_size=8
     ).to(device)
-    history = probae.fit(draw, x, epochs=2, batch_size=10, seed=0, progress=False)
+    history = probae.fit(draw, x, epochs=2, batch_size=15, seed=0, progress=False)
     assert len(history) == 2
-    ll = evaluate.log_likelihood(draw, x[:5], num_samples=30)
-    elbo = evaluate.elbo(draw, x[:5], num_particles=30)
+    ll = evaluate.log_likelihood(draw, x[:5], num_samples=20)
+    elbo = evaluate.elbo(draw, x[:5], num_particles=20)
     assert (ll.values >= elbo - 0.5).all()  # the IWAE bound is above the ELBO
     assert draw.sample(4).shape == (4, 64)
     assert draw.canvases(draw.encode(x[:2])).shape == (3, 2, 64)

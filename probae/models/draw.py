@@ -51,8 +51,6 @@ Danihelka, Alex Graves, Danilo Jimenez Rezende, Daan Wierstra (ICML 2015)
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import torch
@@ -149,23 +147,8 @@ class DRAW(Autoencoder):
         self.decoder_cell = nn.LSTMCell(z_dim, self.decoder_size)
         self.write_net = nn.Linear(self.decoder_size, write_dim)
         if self.attention:
-            self.read_attention = self._attention_layer(self.read_size)
-            self.write_attention = self._attention_layer(self.write_size)
-
-    def _attention_layer(self, patch: int) -> nn.Linear:
-        # The first glimpses cover the middle half of the image with overlapping filters
-        # (stride delta~ = 1/2, sigma = delta / 2): with the filters at the image's
-        # borders, as zero biases would put them for N = 2, the encoder would see
-        # nothing and the posterior could collapse before the attention learns to move.
-        layer = nn.Linear(self.decoder_size, 5)
-        _, B, A = self.image_shape
-        delta = (max(A, B) - 1) / max(patch - 1, 1) * 0.5
-        with torch.no_grad():
-            layer.weight.mul_(0.1)
-            layer.bias.copy_(
-                torch.tensor([0.0, 0.0, 2 * math.log(max(delta / 2, 0.5)), math.log(0.5), 0.0])
-            )
-        return layer
+            self.read_attention = nn.Linear(self.decoder_size, 5)
+            self.write_attention = nn.Linear(self.decoder_size, 5)
 
     @staticmethod
     def _window(name, value) -> int:

@@ -50,7 +50,7 @@ from . import __version__, evaluate, importance, likelihoods, priors, rundir, sa
 from . import data as _data
 from ._common import device_of
 from .callbacks import TensorBoard
-from .models import CVAE, SparseAE, families
+from .models import CVAE, DRAW, VQVAE, SparseAE, families, fit_code_prior
 from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
 from .models.families import CORRUPTIONS, FAMILIES
 from .saving import CHECKPOINT_NAME
@@ -332,6 +332,68 @@ def _add_model_options(parser) -> None:
         type=float,
         help="weight of the diagonal covariance terms (default: 10 --lambda-od for kind i, "
         "--lambda-od for kind ii) " + _only("lambda_d"),
+    )
+    group.add_argument(
+        "--codebook-size",
+        metavar="K",
+        type=int,
+        help="entries of the vq-vae's codebook; --z-dim is the size of each "
+        f"({_default_text('codebook_size')}) {_only('codebook_size')}",
+    )
+    group.add_argument(
+        "--commitment",
+        metavar="B",
+        type=float,
+        help=f"weight of the commitment term ({_default_text('commitment')}) {_only('commitment')}",
+    )
+    group.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        help="update the codebook by moving averages (--no-ema: by the codebook term's "
+        f"gradient) ({_default_text('ema')}) {_only('ema')}",
+    )
+    group.add_argument(
+        "--dead-code-threshold",
+        metavar="N",
+        type=float,
+        help="restart codebook entries whose running count per batch falls below N "
+        f"(0 never) ({_default_text('dead_code_threshold')}) {_only('dead_code_threshold')}",
+    )
+    group.add_argument(
+        "--steps",
+        metavar="T",
+        type=int,
+        help=f"drawing steps, one latent each ({_default_text('steps')}) {_only('steps')}",
+    )
+    group.add_argument(
+        "--read",
+        metavar="N",
+        type=int,
+        help=f"read window N x N of the attention ({_default_text('read')}) {_only('read')}",
+    )
+    group.add_argument(
+        "--write",
+        metavar="N",
+        type=int,
+        help=f"write patch N x N of the attention ({_default_text('write')}) {_only('write')}",
+    )
+    group.add_argument(
+        "--attention",
+        action=argparse.BooleanOptionalAction,
+        help="Gaussian filterbank attention (--no-attention: read and write whole images) "
+        f"({_default_text('attention')}) {_only('attention')}",
+    )
+    group.add_argument(
+        "--encoder-size",
+        metavar="N",
+        type=int,
+        help=f"units of the encoder LSTM ({_default_text('encoder_size')}) {_only('encoder_size')}",
+    )
+    group.add_argument(
+        "--decoder-size",
+        metavar="N",
+        type=int,
+        help=f"units of the decoder LSTM ({_default_text('decoder_size')}) {_only('decoder_size')}",
     )
 
 
@@ -712,14 +774,18 @@ def _pictures(model, config: dict, run_dir: Path, history) -> list:
         elif isinstance(model, DeterministicAutoencoder):
             if shape[0] == 1:  # filters are drawn in grey
                 written.append(viz.filters(model, run_dir / "filters.png", image_shape=shape))
+        elif isinstance(model, VQVAE):
+            pass  # samples need a code prior, fitted by probae sample
         elif not getattr(model.prior, "improper", False):
             written.append(viz.sample_grid(model, SAMPLES, run_dir / "samples.png", seed=0))
+        if isinstance(model, DRAW):
+            written.append(viz.draw_canvas(model, run_dir / "canvas.png", seed=0))
         written.append(
             viz.reconstructions(
                 model, test[:16], run_dir / "reconstructions.png", c=None if c is None else c[:16]
             )
         )
-    if test.y is not None:
+    if test.y is not None and not isinstance(model, VQVAE):  # a grid of codes: no scatter
         written.append(viz.latent_scatter(model, test, run_dir / "latent.png", c=c))
     return written
 
@@ -976,6 +1042,13 @@ def cmd_sample(args) -> int:
             f"{config['model']} has no prior to sample from: fitted a {components}-component "
             f"Gaussian mixture to the codes of its {len(train)} training {_per(config)}s; the "
             "samples decode draws from it"
+        )
+    elif isinstance(model, VQVAE):
+        train = _evaluation_data(config, "train")
+        fit_code_prior(model, train, seed=args.seed)
+        print(
+            f"fitted a gated PixelCNN prior to the code grids of its {len(train)} training "
+            f"{_per(config)}s; the samples decode draws from it"
         )
     elif getattr(model.prior, "improper", False):
         raise CommandError("this model's prior is flat (improper): it cannot be sampled")

@@ -88,6 +88,9 @@ class History:
     kl_per_dim: list = field(default_factory=list)  # validation, per latent dimension
     active_units: list = field(default_factory=list)  # validation, Burda et al. (2016)
     lr: list = field(default_factory=list)
+    #: per-epoch figures a model reports of itself (``model.epoch_metrics()``, e.g. a
+    #: VQ-VAE's codebook perplexity), by name
+    metrics: dict = field(default_factory=dict)
 
     def append(self, **row) -> None:
         for key, value in row.items():
@@ -104,6 +107,7 @@ class History:
 
     def to_csv(self, path) -> None:
         rows = self.as_dict()
+        rows.update(rows.pop("metrics"))
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(list(rows))
@@ -555,6 +559,8 @@ def _loop(
                     objective, pair, module, val, batch_size, recorder, binarize == "dynamic"
                 )
             state.extra["seconds"] = time.perf_counter() - began
+            for key, value in _epoch_metrics(module).items():
+                state.history.metrics.setdefault(key, []).append(value)
             # nothing non-finite is recorded or saved: the last good checkpoint stays
             _check_finite(params, optim, state.epoch, checkpoint, saved["epoch"])
             _call(hooked, "on_epoch_end", state)
@@ -716,6 +722,12 @@ def _check_finite(params, optim, epoch, checkpoint, saved_epoch) -> None:
             f"{bad} is not finite after epoch {epoch}: training stopped and this epoch is "
             f"not saved{_runstate.last_good(checkpoint, saved_epoch)}"
         )
+
+
+def _epoch_metrics(module) -> dict:
+    """What the model reports of itself after an epoch (an optional hook)."""
+    report = getattr(module, "epoch_metrics", None)
+    return report() if callable(report) else {}
 
 
 def _decorrelate_ranks():

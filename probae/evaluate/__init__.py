@@ -37,6 +37,8 @@ concern each, and every one is importable from here (``evaluate.elbo``):
   scores, MIG, SAP, DCI, modularity and explicitness), and
   :func:`total_correlation` with :func:`kl_decomposition`.
 - :mod:`probae.evaluate.export`: :func:`to_inference_data` for ArviZ.
+- :mod:`probae.evaluate.discrete`: :func:`code_log_likelihood`, the bound of a
+  model with discrete codes (VQ-VAE) through its code prior.
 
 **References**
 
@@ -60,6 +62,7 @@ from .diagnostics import (
     khat_threshold,
     psis_diagnostic,
 )
+from .discrete import code_log_likelihood
 from .disentangle import (
     Disentanglement,
     KLDecomposition,
@@ -103,6 +106,7 @@ __all__ = [
     "ElboSurgery",
     "elbo_surgery",
     "bits_per_dim",
+    "code_log_likelihood",
     "to_inference_data",
     "Disentanglement",
     "KLDecomposition",

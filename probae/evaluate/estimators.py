@@ -249,7 +249,9 @@ def bits_per_dim(
     .. math:: \mathrm{bpd} = \frac{-\log \hat p(x) + D \log L}{D \log 2},
 
     averaged over points, with :math:`\log \hat p(x)` the IWAE estimate of
-    :func:`log_likelihood` and D the number of dimensions (pixels) of x. For a
+    :func:`log_likelihood` and D the number of dimensions (pixels) of x. For a model
+    with discrete codes (a VQ-VAE) :math:`\log \hat p(x)` is the bound through its
+    code prior, :func:`probae.evaluate.discrete.code_log_likelihood`. For a
     likelihood of discrete values (Bernoulli pixels) :math:`\hat p` is a
     probability and ``levels=None`` (no :math:`D \log L` term). For a density over
     values in [0, 1] that were quantized to L levels (L = 256 for 8-bit images),
@@ -269,7 +271,12 @@ def bits_per_dim(
         isinstance(levels, bool) or not isinstance(levels, int) or levels < 2
     ):
         raise ValueError(f"levels must be an integer >= 2 or None, got {levels!r}")
-    if estimate is None:
+    if estimate is None and getattr(model, "discrete_codes", False):
+        # A point-mass guide on discrete codes: the bound through the code prior.
+        from .discrete import code_log_likelihood
+
+        estimate = code_log_likelihood(model, data, batch_size=kwargs.get("batch_size", 1000))
+    elif estimate is None:
         estimate = log_likelihood(model, data, num_samples=num_samples, **kwargs)
     elif not isinstance(estimate, LogLikelihood):
         raise TypeError(f"estimate must be a LogLikelihood, got {type(estimate).__name__}")

@@ -11,11 +11,14 @@ from .autoencoders import (
     fit_latent_density,
 )
 from .base import Autoencoder
+from .code_prior import GatedPixelCNN
 from .cvae import CVAE, ConditionalBaseline
 from .dipvae import DIPVAE
+from .draw import DRAW
 from .factorvae import FactorVAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
+from .vqvae import VQVAE, CodebookUsage, fit_code_prior
 
 __all__ = [
     "AE",
@@ -25,12 +28,17 @@ __all__ = [
     "FactorVAE",
     "CVAE",
     "ConditionalBaseline",
+    "CodebookUsage",
     "ContractiveAE",
+    "DRAW",
     "DenoisingAE",
     "DeterministicAutoencoder",
+    "GatedPixelCNN",
     "KSparseAE",
     "SparseAE",
     "VAE",
+    "VQVAE",
     "families",
+    "fit_code_prior",
     "fit_latent_density",
 ]

@@ -27,9 +27,11 @@ from .autoencoders import (
 )
 from .cvae import CVAE
 from .dipvae import DIPVAE
+from .draw import DRAW
 from .factorvae import FactorVAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
+from .vqvae import VQVAE
 
 __all__ = [
     "CORRUPTIONS",
@@ -99,7 +101,8 @@ def _likelihood(config: dict):
 
 
 # Each family's builder turns the options into its constructor's arguments. ``common``
-# holds those every family takes (x_shape, z_dim, likelihood, hidden). Where the
+# holds those every family takes (x_shape, z_dim, likelihood, and hidden where the
+# family has it). Where the
 # constructor chooses a default from another argument (the noise level of a
 # corruption, the weight of a sparsity penalty), the builder writes the value used
 # back into ``config``, so that a stored configuration records it.
@@ -187,6 +190,33 @@ def _contractive_ae(config: dict, common: dict):
     return ContractiveAE(**common, weight=config["weight"])
 
 
+def _vq_vae(config: dict, common: dict):
+    return VQVAE(
+        common["x_shape"],
+        code_dim=common["z_dim"],
+        codebook_size=config["codebook_size"],
+        commitment=config["commitment"],
+        ema=config["ema"],
+        dead_code_threshold=config["dead_code_threshold"],
+        likelihood=common["likelihood"],
+    )
+
+
+def _draw(config: dict, common: dict):
+    return DRAW(
+        common["x_shape"],
+        common["z_dim"],
+        steps=config["steps"],
+        read=(config["read"], config["read"]),
+        write=(config["write"], config["write"]),
+        attention=config["attention"],
+        encoder_size=config["encoder_size"],
+        decoder_size=config["decoder_size"],
+        likelihood=common["likelihood"],
+        beta=config["beta"],
+    )
+
+
 @dataclass(frozen=True)
 class Family:
     """A model family built from flat options.
@@ -258,6 +288,34 @@ FAMILIES = {
     "contractive-ae": Family(
         ContractiveAE, {**_DETERMINISTIC, "hidden": [], "weight": 0.1}, _contractive_ae
     ),
+    # z_dim is the size of a codebook entry (vq-vae) or of each step's latent (draw)
+    "vq-vae": Family(
+        VQVAE,
+        {
+            "z_dim": 64,
+            "likelihood": "bernoulli",
+            "codebook_size": 512,
+            "commitment": 0.25,
+            "ema": True,
+            "dead_code_threshold": 0.0,
+        },
+        _vq_vae,
+    ),
+    "draw": Family(
+        DRAW,
+        {
+            "z_dim": 10,
+            "likelihood": "bernoulli",
+            "beta": 1.0,
+            "steps": 16,
+            "read": 2,
+            "write": 5,
+            "attention": True,
+            "encoder_size": 256,
+            "decoder_size": 256,
+        },
+        _draw,
+    ),
 }
 
 
@@ -290,6 +348,7 @@ def build(config: dict, x_shape=None) -> torch.nn.Module:
         "x_shape": tuple(x_shape),
         "z_dim": config["z_dim"],
         "likelihood": _likelihood(config),
-        "hidden": tuple(config["hidden"]),
     }
+    if "hidden" in config:  # the recurrent and convolutional families have none
+        common["hidden"] = tuple(config["hidden"])
     return family(config["model"]).build(config, common)

@@ -29,11 +29,13 @@ here (``viz.sample_grid``):
   :func:`kl_per_dimension`.
 - :mod:`probae.viz.disentanglement`: :func:`factor_vs_latent`, codes against known
   factors.
+- :mod:`probae.viz.draw`: :func:`draw_canvas`, a DRAW model's canvas at every step.
 """
 
 from .autoencoders import filters, first_layer_weights, vector_field
 from .conditional import class_samples, quadrant_completions
 from .disentanglement import factor_vs_latent
+from .draw import draw_canvas
 from .images import image_grid, reconstructions, sample_grid
 from .latent import aggregate_posterior, interpolation, latent_scatter, traversal
 from .training import history_plot, kl_per_dimension, rate_distortion
@@ -55,4 +57,5 @@ __all__ = [
     "class_samples",
     "quadrant_completions",
     "aggregate_posterior",
+    "draw_canvas",
 ]

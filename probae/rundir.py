@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 try:
@@ -65,6 +66,17 @@ def holder(folder) -> dict | None:
     return owner if isinstance(owner, dict) else None
 
 
+def _written_holder(folder, wait: float = 2.0) -> dict | None:
+    """The holder of a lock just found taken. Its owner writes its record right after
+    taking the lock, so a reader that came a moment too soon waits briefly for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        owner = holder(folder)
+        if owner is not None or time.monotonic() > deadline:
+            return owner
+        time.sleep(0.02)
+
+
 def _pid_alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -90,7 +102,7 @@ def _acquire(folder: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RunDirectoryLocked(folder, holder(folder)) from None
+        raise RunDirectoryLocked(folder, _written_holder(folder)) from None
     except OSError:  # a file system without flock: fall back to O_EXCL
         os.close(fd)
         return _acquire_exclusive(folder, path)

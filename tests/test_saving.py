@@ -75,6 +75,13 @@ CASES = {
     "sparse-kl": lambda: SparseAE((D,), 3, penalty="kl", weight=2.0, rho=0.1),
     "ksparse": lambda: KSparseAE((D,), 6, k=2),
     "contractive": lambda: ContractiveAE((D,), 3, weight=0.2),
+    "beta-tcvae": lambda: probae.BetaTCVAE((D,), 3, dataset_size=100, hidden=(8,)),
+    "factor-vae": lambda: probae.FactorVAE((D,), 3, discriminator_hidden=(8,), hidden=(8,)),
+    "dip-vae": lambda: probae.DIPVAE((D,), 3, hidden=(8,)),
+    "vq-vae": lambda: probae.VQVAE(
+        (D,), codebook_size=5, code_dim=3, channels=(8,), prior_channels=8, prior_layers=2
+    ),
+    "draw": lambda: probae.DRAW((1, 6, 9), steps=3, read=(4, 4), encoder_size=4, decoder_size=4),
 }
 
 
@@ -98,6 +105,8 @@ def _trained_state(model):
             p.add_(0.1 * torch.randn(p.shape, generator=generator))
     if isinstance(model, probae.models.DeterministicAutoencoder):
         probae.fit_latent_density(model, torch.rand(30, *model.x_shape), components=2)
+    if isinstance(model, probae.VQVAE):  # the learned prior over code grids is state too
+        probae.fit_code_prior(model, torch.rand(30, *model.x_shape).round(), epochs=1, seed=0)
     return model
 
 
@@ -114,7 +123,7 @@ def _outputs(model, device) -> dict:
         out["log_prob"] = trace.log_prob_sum().detach()
         return out
     out["elbo"] = evaluate.elbo(model, x, c=c, num_particles=2)
-    if not isinstance(model, probae.models.DeterministicAutoencoder):
+    if not isinstance(model, (probae.models.DeterministicAutoencoder, probae.VQVAE)):
         pyro.set_rng_seed(3)
         out["iwae"] = evaluate.log_likelihood(model, x, c=c, num_samples=20, psis=False).values
     pyro.set_rng_seed(3)

@@ -43,11 +43,13 @@ def _setup(model, data, c, batch_size, what, needs_density):
         x, c = prepare(data, pair.module, c)
         probe = _args(x[:2], None if c is None else c[:2])
     batch_size = positive_int("batch_size", batch_size)
-    with torch.no_grad():
+    # The probes run the pair as the estimate will: in eval mode (a guide may add
+    # training-only terms that draw random numbers of their own).
+    with torch.no_grad(), _eval_mode(pair.module):
         if needs_density:
             importance.check_guide_has_density(pair.guide, probe, what)
         nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
-    check_sample_dimension(pair.model, pair.guide, probe, nesting, what)
+        check_sample_dimension(pair.model, pair.guide, probe, nesting, what)
     return pair, x, c, batch_size, nesting
 
 

@@ -5,7 +5,18 @@ Every autoencoder here is a Pyro model/guide pair; one training loop
 and a user's own pair too.
 """
 
-from . import corruption, data, dsprites, evaluate, likelihoods, nets, priors, viz
+from . import (
+    callbacks,
+    corruption,
+    data,
+    dsprites,
+    evaluate,
+    likelihoods,
+    nets,
+    priors,
+    schedules,
+    viz,
+)
 from ._config import register
 from .models import (
     AE,
@@ -44,6 +55,7 @@ __all__ = [
     "History",
     "KSparseAE",
     "SparseAE",
+    "callbacks",
     "corruption",
     "data",
     "dsprites",
@@ -57,5 +69,6 @@ __all__ = [
     "priors",
     "register",
     "save",
+    "schedules",
     "viz",
 ]

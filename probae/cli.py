@@ -55,6 +55,7 @@ from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
 from .models.families import CORRUPTIONS, FAMILIES
 from .saving import CHECKPOINT_NAME
 from .saving import read_checkpoint as load_checkpoint
+from .schedules import Capacity
 from .train import fit
 
 __all__ = ["main", "build_parser", "load_run", "DEFAULTS"]
@@ -69,6 +70,7 @@ DEFAULTS = {
     "data": "digits",
     "root": None,
     **families.SHARED_OPTIONS,
+    "capacity": None,
     "loss": "elbo",
     "num_particles": 1,
     "batch_size": 64,
@@ -114,6 +116,21 @@ def _hidden(text: str) -> list:
             f"--hidden must be comma-separated positive widths like 256,256 (or none), got {text!r}"
         )
     return widths
+
+
+def _capacity(text: str) -> list:
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3) or parts[0] < 0 or parts[1] < 1 or parts[1] != int(parts[1]):
+        raise argparse.ArgumentTypeError(
+            f"--capacity must be C,STEPS or C,STEPS,GAMMA (nats, a positive step count, a "
+            f"positive weight), got {text!r}"
+        )
+    if len(parts) == 3 and parts[2] <= 0:
+        raise argparse.ArgumentTypeError(f"--capacity GAMMA must be positive, got {text!r}")
+    return [parts[0], int(parts[1]), *parts[2:]]
 
 
 def _shown(value) -> str:
@@ -431,6 +448,14 @@ def _add_training_options(parser, epochs: int) -> None:
         help="dynamic: a fresh Bernoulli draw of the pixels every batch; static: one fixed "
         "draw; none: the data as they are; auto: dynamic for the bernoulli likelihood, "
         f"none otherwise (default: {d['binarize']})",
+    )
+    group.add_argument(
+        "--capacity",
+        metavar="C,STEPS[,GAMMA]",
+        type=_capacity,
+        help="train with the controlled-capacity objective of Burgess et al. (2018): "
+        "distortion + GAMMA |KL - C_t|, C_t rising linearly to C nats over STEPS steps "
+        "(GAMMA default 1000), e.g. 25,100000",
     )
     group.add_argument(
         "--beta-warmup",
@@ -826,6 +851,7 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorbo
             lr=config["lr"],
             binarize=_binarize_arg(config),
             beta_warmup=config.get("beta_warmup", 0),
+            capacity=None if config.get("capacity") is None else Capacity(*config["capacity"]),
             checkpoint_dir=run_dir,
             resume=resume,
             seed=config["seed"],

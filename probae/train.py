@@ -192,6 +192,7 @@ def fit(
     early_stopping=None,
     lr_schedule=None,
     kl_schedule=None,
+    capacity=None,
     clip_grad_norm: float | None = None,
     precision: str | None = None,
     num_workers: int = 0,
@@ -262,6 +263,8 @@ def fit(
     :param lr_schedule: ``"cosine"``, ``"step"``, ``"exponential"``, ``"warmup"``,
         ``"warmup-cosine"``, a :class:`probae.schedules.Multiplier`, or a factory
         ``optimizer -> torch.optim.lr_scheduler.LRScheduler`` (stepped once per epoch).
+    :param capacity: a :class:`probae.schedules.Capacity`, the controlled-capacity
+        objective of Burgess et al. (2018); short for ``kl_schedule=capacity``.
     :param kl_schedule: a :class:`probae.schedules.KLWarmup` or
         :class:`probae.schedules.Capacity` (which replaces the loss).
     :param float clip_grad_norm: clip the gradients' total norm to this value.
@@ -304,6 +307,7 @@ def _fit(
     early_stopping,
     lr_schedule,
     kl_schedule,
+    capacity,
     clip_grad_norm,
     precision,
     num_workers,
@@ -326,6 +330,14 @@ def _fit(
         raise ValueError("beta_warmup needs a model with a beta attribute (a probae model)")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=")
+    if capacity is not None:
+        if not isinstance(capacity, schedules.Capacity):
+            raise TypeError(
+                f"capacity must be a probae.schedules.Capacity, got {type(capacity).__name__}"
+            )
+        if kl_schedule is not None:
+            raise ValueError("give capacity= or kl_schedule=, not both")
+        kl_schedule = capacity
     if beta_warmup:
         if kl_schedule is not None:
             raise ValueError("give beta_warmup= or kl_schedule=, not both")

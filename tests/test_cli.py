@@ -324,3 +324,13 @@ def test_train_reads_a_npy_file_and_logs_to_tensorboard(tmp_path, device):
         _png(run / name)
     assert any((run / "tensorboard").iterdir())
     assert json.loads((run / "config.json").read_text())["x_shape"] == [64]
+
+
+def test_capacity_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "cap"
+    argv = ["train", "--run-dir", str(run), "--epochs", "1", *TINY, "--capacity", "2,40,10"]
+    assert cli.main(argv) == 0
+    assert json.loads((run / "config.json").read_text())["capacity"] == [2.0, 40, 10.0]
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--run-dir", str(tmp_path / "bad"), "--capacity", "2"])
+    assert "--capacity must be C,STEPS" in capsys.readouterr().err

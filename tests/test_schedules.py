@@ -95,3 +95,20 @@ def test_capacity_schedule_drives_training(device, digits):
     # reused by a second run, its terms are still counted once
     again = probae.fit(vae, digits, epochs=1, batch_size=32, lr=1e-2, kl_schedule=capacity)
     assert again.rate[0] == pytest.approx(history.rate[-1], rel=0.5)
+
+
+def test_fit_capacity_is_the_capacity_schedule(device, digits):
+    """``fit(capacity=C)`` trains exactly as ``fit(kl_schedule=C)`` (same seed, same steps)."""
+    runs = []
+    for key in ("capacity", "kl_schedule"):
+        torch.manual_seed(0)
+        vae = VAE((64,), 4, hidden=(16,)).to(device)
+        capacity = schedules.Capacity(max_nats=2.0, steps=8, gamma=10.0)
+        probae.fit(vae, digits, epochs=2, batch_size=32, seed=1, **{key: capacity})
+        runs.append(vae.state_dict())
+    for key, value in runs[0].items():
+        assert torch.equal(value, runs[1][key]), key
+    with pytest.raises(ValueError, match="not both"):
+        probae.fit(VAE((64,), 4), digits, capacity=capacity, kl_schedule=capacity)
+    with pytest.raises(TypeError, match="capacity must be"):
+        probae.fit(VAE((64,), 4), digits, capacity=25.0)

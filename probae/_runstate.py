@@ -115,7 +115,19 @@ def _is_nan(value) -> bool:
 
 def non_finite(params, optimizer) -> str | None:
     """The first non-finite parameter or optimizer state, described; None if all are
-    finite."""
+    finite. All are checked on their devices and read once per device (one host-device
+    synchronisation, not one per tensor); the search for the culprit runs only on failure."""
+    tensors = [p.detach() for p in params] + [
+        value
+        for state in optimizer.state.values()
+        for value in state.values()
+        if torch.is_tensor(value) and value.is_floating_point()
+    ]
+    by_device = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(torch.isfinite(t).all())
+    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
+        return None
     for i, p in enumerate(params):
         if not torch.isfinite(p.detach()).all():
             return f"parameter {i} (shape {tuple(p.shape)})"

@@ -115,7 +115,16 @@ def _is_nan(value) -> bool:
 
 def non_finite(params, optimizer) -> str | None:
     """The first non-finite parameter or optimizer state, described; None if all are
-    finite."""
+    finite. One host read when all are finite (one per tensor would stall a GPU as
+    often); the culprit is looked for only after that read says there is one."""
+    tensors = [p.detach() for p in params]
+    for state in optimizer.state.values():
+        tensors += [v for v in state.values() if torch.is_tensor(v) and v.is_floating_point()]
+    by_device = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(torch.isfinite(t).all())
+    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
+        return None
     for i, p in enumerate(params):
         if not torch.isfinite(p.detach()).all():
             return f"parameter {i} (shape {tuple(p.shape)})"

@@ -55,7 +55,7 @@ from pyro.infer.util import (
     torch_sum,
 )
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import kl_divergence
 
 from . import importance
@@ -159,6 +159,30 @@ class IWAE(RenyiELBO):
         return -bound.sum()
 
 
+def _lean_importance_trace(model, guide, args, kwargs):
+    """Pyro's ``get_importance_trace`` (``"flat"`` graph) without its copies.
+
+    With validation off Pyro traces the guide, replays the model against it, copies
+    both traces to drop their subsample sites, computes the model's log-densities
+    and the guide's score parts. The traces here are fresh and owned by the caller,
+    so the subsample sites are removed in place; the densities and score parts are
+    computed by the same :class:`~pyro.poutine.Trace` methods, hence the same
+    values and gradients. Returns ``None`` where Pyro's own path must run: a
+    :class:`~pyro.poutine.messenger.Messenger` guide, or validation enabled (its
+    checks of shapes, site matching and enumeration belong to that path).
+    """
+    if is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
+        return None
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    for trace in (guide_trace, model_trace):
+        for name in [n for n, site in trace.nodes.items() if site_is_subsample(site)]:
+            trace.remove_node(name)
+    model_trace.compute_log_prob()
+    guide_trace.compute_score_parts()
+    return model_trace, guide_trace
+
+
 class _LossOnDevice:
     """A :meth:`differentiable_loss` that leaves its value on the device.
 
@@ -166,7 +190,12 @@ class _LossOnDevice:
     loss for NaN forwards and backwards (``warn_if_nan``): four to six host-device
     synchronisations per step, each a stall on a GPU. The value and gradient here
     are the same; :func:`probae.fit` checks the loss for non-finite values itself.
+    Each particle's traces come from :func:`_lean_importance_trace` where it applies.
     """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        traces = _lean_importance_trace(model, guide, args, kwargs)
+        return super()._get_trace(model, guide, args, kwargs) if traces is None else traces
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         loss = 0.0

@@ -115,16 +115,26 @@ def _is_nan(value) -> bool:
 
 def non_finite(params, optimizer) -> str | None:
     """The first non-finite parameter or optimizer state, described; None if all are
-    finite."""
-    for i, p in enumerate(params):
-        if not torch.isfinite(p.detach()).all():
-            return f"parameter {i} (shape {tuple(p.shape)})"
+    finite.
+
+    One host-device synchronisation per device holding them (a flag per tensor, read
+    together), not one per tensor; the description is looked up only when one is bad."""
+    tensors = [
+        (f"parameter {i} (shape {tuple(p.shape)})", p.detach()) for i, p in enumerate(params)
+    ]
     for i, state in enumerate(optimizer.state.values()):
         for name, value in state.items():
             if torch.is_tensor(value) and value.is_floating_point():
-                if not torch.isfinite(value).all():
-                    return f"optimizer state {name!r} of parameter {i}"
-    return None
+                tensors.append((f"optimizer state {name!r} of parameter {i}", value))
+    by_device = {}
+    for k, (_, value) in enumerate(tensors):
+        by_device.setdefault(value.device, []).append(k)
+    bad = []
+    for indices in by_device.values():
+        flags = torch.stack([torch.isfinite(tensors[k][1]).all() for k in indices])
+        if not flags.all():
+            bad.append(min(k for k, ok in zip(indices, flags.tolist(), strict=True) if not ok))
+    return tensors[min(bad)][0] if bad else None
 
 
 def last_good(checkpoint: Path | None, epoch: int | None = None) -> str:

@@ -41,7 +41,9 @@ N, B = 128, 32  # 4 steps per epoch
     [("vae", "elbo"), ("vae", "meanfield"), ("vae", "iwae"), ("ae", "elbo")],
 )
 def test_at_most_one_sync_per_training_step(family, loss, cuda):
-    train = data.load("digits", "train")[:N]
+    """Per step: the loss read. Per epoch besides its steps: at most two (the epoch's
+    loss terms, read together, and the finiteness check of parameters and optimizer state)."""
+    train = data.load("digits", "train")[: 2 * N]
 
     def make():
         torch.manual_seed(0)
@@ -49,11 +51,11 @@ def test_at_most_one_sync_per_training_step(family, loss, cuda):
             return models.AE((64,), 4, likelihood=likelihoods.Gaussian(0.5), hidden=(16,))
         return VAE((64,), 4, hidden=(16,)).to(cuda)
 
-    def fit(epochs):
+    def fit(epochs, n):
         def run(model):
             probae.fit(
                 model.to(cuda),
-                train,
+                train[:n],
                 epochs=epochs,
                 batch_size=B,
                 loss=loss,
@@ -64,8 +66,11 @@ def test_at_most_one_sync_per_training_step(family, loss, cuda):
 
         return run
 
-    per_step = _steps_difference(make, (fit(1), fit(3)), units=2 * N // B)
+    # the same epochs over twice the data: N // B more steps in each of 2 epochs
+    per_step = _steps_difference(make, (fit(2, N), fit(2, 2 * N)), units=2 * N // B)
     assert per_step <= 1
+    per_epoch = _steps_difference(make, (fit(1, N), fit(3, N)), units=2) - N // B * per_step
+    assert per_epoch <= 2
 
 
 def test_no_sync_per_chunk_of_importance_samples(cuda):

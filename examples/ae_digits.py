@@ -24,12 +24,14 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("out/ae_digits"), help="folder for PNGs")
     parser.add_argument("--z-dim", type=int, default=32, help="code size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
-    train, test = data.load("digits", "train"), data.load("digits", "test")
+    train = data.load("digits", "train").to(args.device)
+    test = data.load("digits", "test").to(args.device)
     torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
-    model = probae.AE(train.x.shape[1:], args.z_dim, hidden=(128,))
+    model = probae.AE(train.x.shape[1:], args.z_dim, hidden=(128,)).to(args.device)
     history = probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)
     print(f"loss per point: {history.train_loss[0]:.2f} -> {history.train_loss[-1]:.2f} nats")
     error = evaluate.reconstruction_error(model, test).mean().item()

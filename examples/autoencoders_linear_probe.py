@@ -38,8 +38,11 @@ MODELS = {
 
 
 def pca_probe(train, test, components: int, seed: int) -> float:
-    pca = PCA(components, random_state=seed).fit(train.x.numpy())
-    project = lambda x: torch.as_tensor(pca.transform(x.numpy()))  # noqa: E731
+    pca = PCA(components, random_state=seed).fit(train.x.cpu().numpy())
+
+    def project(x):  # scikit-learn works on the host; the codes go back to x's device
+        return torch.as_tensor(pca.transform(x.cpu().numpy())).to(x.device, x.dtype)
+
     return evaluate.linear_probe(project, train, test)
 
 
@@ -48,17 +51,19 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=100, help="training epochs per model")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per model")
     parser.add_argument("--out", type=Path, default=Path("out/probe"), help="folder for the CSV")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
-    train, test = data.load("digits", "train"), data.load("digits", "test")
+    train = data.load("digits", "train").to(args.device)
+    test = data.load("digits", "test").to(args.device)
     raw = evaluate.linear_probe(lambda x: x, train, test)
     rows = []
     for name, (units, build, lr) in MODELS.items():
         scores = []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            model = build()
+            model = build().to(args.device)
             probae.fit(model, train, epochs=args.epochs, batch_size=64, lr=lr, seed=seed)
             scores.append(evaluate.linear_probe(model, train, test))
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0

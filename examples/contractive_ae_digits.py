@@ -23,12 +23,14 @@ def main(argv=None):
     parser.add_argument("--weight", type=float, default=0.1, help="lambda")
     parser.add_argument("--z-dim", type=int, default=32, help="code size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
-    train, test = data.load("digits", "train"), data.load("digits", "test")
+    train = data.load("digits", "train").to(args.device)
+    test = data.load("digits", "test").to(args.device)
     torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
-    model = probae.ContractiveAE(train.x.shape[1:], args.z_dim, weight=args.weight)
+    model = probae.ContractiveAE(train.x.shape[1:], args.z_dim, weight=args.weight).to(args.device)
     probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)
     with torch.no_grad():
         contraction = model.contraction(test.x).mean().item()

@@ -25,11 +25,13 @@ def main():
     parser.add_argument("--out", default="cvae_digits", help="folder for the picture")
     parser.add_argument("--z-dim", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    train, test = data.load("digits", "train"), data.load("digits", "test")
-    cvae = CVAE(x_shape=(64,), c_shape=(10,), z_dim=args.z_dim)
+    train = data.load("digits", "train").to(args.device)
+    test = data.load("digits", "test").to(args.device)
+    cvae = CVAE(x_shape=(64,), c_shape=(10,), z_dim=args.z_dim).to(args.device)
     began = time.perf_counter()
     history = probae.fit(
         cvae, train, epochs=args.epochs, condition="label", binarize="dynamic", seed=args.seed
@@ -44,10 +46,10 @@ def main():
     ll = evaluate.conditional_log_likelihood(cvae, test, num_samples=200, condition="label")
     print(f"test: -ELBO(x|c) = {-elbo.mean():.2f} nats, -log p(x|c) (IW, S=200) = {-ll.mean:.2f}")
 
-    classifier = LogisticRegression(max_iter=500).fit(train.x.numpy(), train.y.numpy())
-    labels = torch.arange(10).repeat_interleave(50)
+    classifier = LogisticRegression(max_iter=500).fit(train.x.cpu().numpy(), train.y.cpu().numpy())
+    labels = torch.arange(10, device=args.device).repeat_interleave(50)
     samples = cvae.sample(len(labels), c=labels)
-    accuracy = (classifier.predict(samples.numpy()) == labels.numpy()).mean()
+    accuracy = (classifier.predict(samples.cpu().numpy()) == labels.cpu().numpy()).mean()
     print(f"a classifier of real digits labels {100 * accuracy:.1f}% of the samples as requested")
 
     path = viz.class_samples(cvae, num_per_class=10, path=Path(args.out) / "classes.png")

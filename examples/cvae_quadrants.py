@@ -11,6 +11,7 @@ completions.
 """
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,12 +30,16 @@ def main():
     parser.add_argument("--root", default=None, help="data folder for the MNIST family")
     parser.add_argument("--z-dim", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     task = data.quadrants(args.dataset, observed=args.observed, root=args.root)
-    baseline = ConditionalBaseline.for_task(task)
-    cvae = CVAE.for_task(task, z_dim=args.z_dim)
+    task = dataclasses.replace(
+        task, train=task.train.to(args.device), test=task.test.to(args.device)
+    )
+    baseline = ConditionalBaseline.for_task(task).to(args.device)
+    cvae = CVAE.for_task(task, z_dim=args.z_dim).to(args.device)
     rows = []
     for name, model in (("baseline", baseline), ("CVAE", cvae)):
         began = time.perf_counter()

@@ -25,13 +25,16 @@ def main(argv=None):
     parser.add_argument("--z-dim", type=int, default=32, help="code size")
     parser.add_argument("--p", type=float, default=0.25, help="fraction of pixels masked")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
-    train, test = data.load("digits", "train"), data.load("digits", "test")
+    train = data.load("digits", "train").to(args.device)
+    test = data.load("digits", "test").to(args.device)
     torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
     noise = corruption.MaskingNoise(args.p)
     model = probae.DenoisingAE(train.x.shape[1:], args.z_dim, corruption=noise, hidden=(128,))
+    model = model.to(args.device)
     probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)
     torch.manual_seed(args.seed)
     noisy = noise(test.x)
@@ -41,8 +44,9 @@ def main(argv=None):
     print(f"linear probe accuracy on the codes: {evaluate.linear_probe(model, train, test):.3f}")
     print("wrote", filters(model, args.out / "dae_filters.png", image_shape=train.image_shape))
 
-    moons = data.load("moons")
+    moons = data.load("moons").to(args.device)
     field = probae.DenoisingAE((2,), 32, corruption=corruption.GaussianNoise(0.2), hidden=(64,))
+    field = field.to(args.device)
     probae.fit(field, moons, epochs=max(1, args.epochs // 4), batch_size=64, seed=args.seed)
     print("wrote", vector_field(field, args.out / "dae_vector_field.png", data=moons))
 

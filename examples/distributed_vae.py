@@ -27,10 +27,22 @@ def main(argv=None):
         "--batch-size", type=int, default=64, help="points per process and step (default: 64)"
     )
     parser.add_argument("--out", default="distributed_vae", help="folder for the checkpoint")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, or auto: a GPU per process where the host has enough, else the CPU "
+        "(default: auto)",
+    )
     args = parser.parse_args(argv)
 
     launched = "RANK" in os.environ  # torchrun sets it
-    device = distributed.setup() if launched else torch.device("cpu")
+    choice = None if args.device == "auto" else args.device
+    if launched:  # NCCL across GPUs, gloo across CPUs
+        device = distributed.setup(device=choice)
+    elif choice is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(choice)
     try:
         train, test = data.load("digits", "train"), data.load("digits", "test")
         torch.manual_seed(0)  # the same initial weights on every process

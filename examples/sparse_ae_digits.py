@@ -25,14 +25,16 @@ def main(argv=None):
     parser.add_argument("--weight", type=float, default=None, help="lambda (l1) or beta (kl)")
     parser.add_argument("--z-dim", type=int, default=32, help="code size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is fastest
 
-    train, test = data.load("digits", "train"), data.load("digits", "test")
+    train = data.load("digits", "train").to(args.device)
+    test = data.load("digits", "test").to(args.device)
     torch.manual_seed(args.seed)  # the initial weights, for a reproducible run
     model = probae.SparseAE(
         train.x.shape[1:], args.z_dim, penalty=args.penalty, weight=args.weight, hidden=(128,)
-    )
+    ).to(args.device)
     probae.fit(model, train, epochs=args.epochs, batch_size=64, seed=args.seed)
     with torch.no_grad():
         codes = model.encode(test.x)

@@ -242,7 +242,9 @@ class EarlyStopping(Callback):
             if path.exists():
                 from .saving import read_checkpoint
 
-                self.best_weights = read_checkpoint(path)["weights"]
+                # onto the CPU: restoring copies into the live tensors on their device, and
+                # a file written on a GPU then also resumes on a host without one
+                self.best_weights = read_checkpoint(path, map_location="cpu")["weights"]
 
     def _update(self, epoch, value) -> bool:
         if value is not None and value < self.best - self.min_delta:

@@ -134,10 +134,10 @@ def test_k_sparse_gradient_of_a_dropped_unit_is_zero(digits, device):
     assert (h.grad[kept] != 0).float().mean() > 0.99  # kept units do get gradient
 
 
-def test_alpha_k_features(digits):
-    model = probae.KSparseAE((D,), 30, k=4, alpha=2.5)
+def test_alpha_k_features(digits, device):
+    model = probae.KSparseAE((D,), 30, k=4, alpha=2.5).to(device)
     with torch.no_grad():
-        assert ((model.encode(digits[1].x) != 0).sum(-1) == 10).all()
+        assert ((model.encode(digits[1].x.to(device)) != 0).sum(-1) == 10).all()
 
 
 def _autograd_squared_norms(encoder, x):
@@ -182,9 +182,9 @@ def test_contractive_closed_form_agrees_with_autograd_for_the_sigmoid_encoder(de
         torch.testing.assert_close(closed_grad, autograd_grad)
 
 
-def test_jacobian_norm_of_a_linear_map_is_its_frobenius_norm():
-    layer = torch.nn.Linear(5, 3).double()
-    x = torch.randn(4, 5, dtype=torch.float64)
+def test_jacobian_norm_of_a_linear_map_is_its_frobenius_norm(device):
+    layer = torch.nn.Linear(5, 3).to(device).double()
+    x = torch.randn(4, 5, dtype=torch.float64, device=device)
     norms = jacobian_squared_norm(layer, x, 1)
     torch.testing.assert_close(norms, layer.weight.pow(2).sum().expand(4))
 
@@ -279,18 +279,20 @@ def test_one_component_density_is_the_gaussian_fit_to_the_codes(digits, device):
     assert samples.shape == (7, D) and samples.device.type == device.type
 
 
-def test_fitted_density_is_saved_with_the_model(digits):
-    model = probae.KSparseAE((D,), 20, k=3)
-    probae.fit_latent_density(model, digits[0], components=3)
-    fresh = probae.KSparseAE((D,), 20, k=3)
+def test_fitted_density_is_saved_with_the_model(digits, device):
+    model = probae.KSparseAE((D,), 20, k=3).to(device)
+    probae.fit_latent_density(model, digits[0].to(device), components=3)
+    fresh = probae.KSparseAE((D,), 20, k=3).to(device)
     fresh.load_state_dict(model.state_dict())
     for name in ("logits", "locs", "scale_tril"):
+        assert getattr(model.latent_density, name).device.type == device.type
         assert torch.equal(getattr(fresh.latent_density, name), getattr(model.latent_density, name))
-    assert fresh.sample(2).shape == (2, D)
+    samples = fresh.sample(2)
+    assert samples.shape == (2, D) and samples.device.type == device.type
 
 
-def test_linear_probe_is_perfect_on_label_features_and_majority_on_constants(digits):
-    train, test = digits
+def test_linear_probe_is_perfect_on_label_features_and_majority_on_constants(digits, device):
+    train, test = digits[0].to(device), digits[1].to(device)
     labels_train = torch.nn.functional.one_hot(train.y, 10).float()
     labels_test = torch.nn.functional.one_hot(test.y, 10).float()
     accuracy = evaluate.linear_probe(
@@ -300,7 +302,7 @@ def test_linear_probe_is_perfect_on_label_features_and_majority_on_constants(dig
     # Constant features: the classifier can only predict the most frequent training class.
     majority = torch.bincount(train.y).argmax()
     expected = (test.y == majority).double().mean().item()
-    constant = evaluate.linear_probe(lambda x: torch.ones(x.shape[0], 3), train, test)
+    constant = evaluate.linear_probe(lambda x: x.new_ones(x.shape[0], 3), train, test)
     assert constant == pytest.approx(expected)
 
 
@@ -314,10 +316,10 @@ def test_linear_probe_names_missing_labels(digits):
 # -- tied weights, pictures, bad input --------------------------------------------------
 
 
-def test_tied_decoder_is_the_transposed_encoder():
-    model = probae.KSparseAE((D,), 20, k=3)
+def test_tied_decoder_is_the_transposed_encoder(device):
+    model = probae.KSparseAE((D,), 20, k=3).to(device)
     assert isinstance(model.decoder, TiedDecoder) and model.tied
-    z = torch.randn(4, 20)
+    z = torch.randn(4, 20, device=device)
     expected = z @ model.encoder.first_layer.weight + model.decoder.bias
     torch.testing.assert_close(model.decoder(z), expected)
     assert not any(
@@ -326,14 +328,15 @@ def test_tied_decoder_is_the_transposed_encoder():
     assert not probae.KSparseAE((D,), 20, k=3, hidden=(32,)).tied
 
 
-def test_denoising_field_points_back_to_the_moons(tmp_path):
+def test_denoising_field_points_back_to_the_moons(tmp_path, device):
     """Alain & Bengio: r(x) - x is sigma^2 times the score, so near the data the arrows
     point to the nearest data point. A field unrelated to the data would point there
     half of the time; we ask for 85%."""
-    moons = data.load("moons")
+    moons = data.load("moons").to(device)
     model = probae.DenoisingAE((2,), 32, corruption=corruption.GaussianNoise(0.2), hidden=(64,))
+    model = model.to(device)
     probae.fit(model, moons, epochs=20, batch_size=64, seed=0)
-    grid = torch.rand(2000, 2, generator=torch.Generator().manual_seed(1)) * 5 - 2.5
+    grid = torch.rand(2000, 2, generator=torch.Generator().manual_seed(1)).to(device) * 5 - 2.5
     distance, nearest = torch.cdist(grid, moons.x).min(1)
     near = (distance > 0.3) & (distance < 1.0)
     field = model.reconstruct(grid) - grid
@@ -343,10 +346,10 @@ def test_denoising_field_points_back_to_the_moons(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_filters_show_the_first_layer(tmp_path):
+def test_filters_show_the_first_layer(tmp_path, device):
     import matplotlib.image
 
-    model = probae.KSparseAE((D,), 20, k=3)
+    model = probae.KSparseAE((D,), 20, k=3).to(device)
     assert torch.equal(first_layer_weights(model), model.encoder.first_layer.weight)
     path = filters(model, tmp_path / "filters.png")
     assert matplotlib.image.imread(path).ndim == 3

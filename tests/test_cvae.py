@@ -294,11 +294,14 @@ def test_model_without_x_generates_from_the_conditional_prior(device):
 
 
 @pytest.mark.parametrize("observed, pixels", [(1, 16), (2, 32), (3, 48)])
-def test_quadrants_split_and_assemble_digits(observed, pixels):
+def test_quadrants_split_and_assemble_digits(observed, pixels, device):
     task = data.quadrants("digits", observed=observed, binarize=False)
-    images = data.load("digits", "test").x
+    images = data.load("digits", "test").x.to(device)
     assert task.c_shape == (pixels,) and task.x_shape == (64 - pixels,)
-    torch.testing.assert_close(task.assemble(task.test.c, task.test.x), images)
+    test = task.test.to(device)
+    torch.testing.assert_close(task.assemble(test.c, test.x), images)
+    c, x = task.split(images)
+    assert torch.equal(c, test.c) and torch.equal(x, test.x)
     grid = task.mask.reshape(8, 8)
     assert grid[4:, :4].all()  # the bottom-left quadrant is always observed
     assert grid[:4, :4].all() == (observed >= 2)
@@ -391,19 +394,19 @@ def test_one_hot():
 # -- pictures --------------------------------------------------------------------------
 
 
-def test_pictures_are_pngs(tmp_path):
+def test_pictures_are_pngs(tmp_path, device):
     import matplotlib.image
 
     from probae import viz
 
     task = data.quadrants("digits", observed=1)
-    cvae = CVAE.for_task(task, z_dim=2, hidden=(16,))
-    baseline = ConditionalBaseline.for_task(task, hidden=(16,))
+    cvae = CVAE.for_task(task, z_dim=2, hidden=(16,)).to(device)
+    baseline = ConditionalBaseline.for_task(task, hidden=(16,)).to(device)
     path = viz.quadrant_completions(
         cvae, task, num_images=5, num_samples=3, baseline=baseline, path=tmp_path / "q.png"
     )
     assert matplotlib.image.imread(path).ndim == 3
-    labels = CVAE((64,), (10,), 2, hidden=(16,))
+    labels = CVAE((64,), (10,), 2, hidden=(16,)).to(device)
     path = viz.class_samples(labels, num_per_class=4, path=tmp_path / "k.png")
     assert matplotlib.image.imread(path).ndim == 3
     with pytest.raises(ValueError, match="class-conditional"):

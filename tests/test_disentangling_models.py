@@ -218,12 +218,14 @@ def test_command_line_trains_and_measures_on_dsprites(tmp_path, capsys, monkeypa
     )
     run = tmp_path / "run"
     options = ["--z-dim", "3", "--hidden", "32", "--threads", "1", "--no-progress"]
+    options += ["--device", str(device)]
     argv = ["train", "--model", "beta-tcvae", "--data", "dsprites", "--run-dir", str(run)]
     assert cli.main([*argv, "--epochs", "1", "--alpha", "0.5", *options]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["dataset_size"] == 300 and config["alpha"] == 0.5
     capsys.readouterr()
-    assert cli.main(["evaluate", str(run), "--num-samples", "5", "--disentanglement"]) == 0
+    evaluate = ["evaluate", str(run), "--num-samples", "5", "--disentanglement"]
+    assert cli.main([*evaluate, "--device", str(device)]) == 0
     out = capsys.readouterr().out
     scores = json.loads((run / "metrics.json").read_text())["disentanglement"]
     assert set(scores) >= {"mig", "factor_vae", "beta_vae", "dci_disentanglement", "sap"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from conftest import DEVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -32,10 +33,15 @@ for name, script, args in {jobs!r}:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Runs every example with ``--epochs 1``; returns ``({stem: output}, base, stderr)``."""
+    """Runs every example with ``--epochs 1`` on the suite's device (``--device``);
+    returns ``({stem: output}, base, stderr)``."""
     base = tmp_path_factory.mktemp("examples")
     jobs = [
-        (path.stem, str(path), ["--epochs", "1", "--out", str(base / path.stem)])
+        (
+            path.stem,
+            str(path),
+            ["--epochs", "1", "--out", str(base / path.stem), "--device", str(DEVICE)],
+        )
         for path in EXAMPLES
     ]
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps an emulator

@@ -39,10 +39,15 @@ def test_laplace_negative_log_likelihood_is_scaled_l1_error(device):
     torch.testing.assert_close(nll, (x - out).abs().sum(-1) / b + 7 * math.log(2 * b))
 
 
-def test_learned_scale_is_a_parameter():
-    lik = likelihoods.Gaussian(scale=0.5, learn_scale=True)
+def test_learned_scale_is_a_parameter(device):
+    lik = likelihoods.Gaussian(scale=0.5, learn_scale=True).to(device)
     assert [n for n, _ in lik.named_parameters()] == ["log_scale"]
     assert lik.scale.item() == pytest.approx(0.5)
+    out, x = torch.zeros(3, 2, device=device), torch.ones(3, 2, device=device)
+    expected = -1 / (2 * 0.25) - math.log(2 * math.pi * 0.25) / 2  # per coordinate
+    torch.testing.assert_close(
+        lik(out, 1).log_prob(x), torch.full((3,), 2 * expected, device=device)
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,9 +71,9 @@ def test_learned_scale_is_a_parameter():
         ),
     ],
 )
-def test_values_outside_the_support_are_refused_by_name(likelihood, x, message):
+def test_values_outside_the_support_are_refused_by_name(likelihood, x, message, device):
     with pytest.raises((ValueError, TypeError), match=message):
-        likelihood.validate(x)
+        likelihood.validate(x.to(device))
 
 
 def test_bad_names_and_scales():

@@ -18,12 +18,13 @@ def test_vae_surface_on_flat_and_image_shapes(device, x_shape):
     assert vae.sample(4).shape == (4, *x_shape)
 
 
-def test_networks_pass_extra_leading_dimensions():
+def test_networks_pass_extra_leading_dimensions(device):
     for encoder, decoder in [
         (nets.MLPEncoder((64,), 3, (16,)), nets.MLPDecoder(3, (64,), (16,))),
         (nets.ConvEncoder((1, 28, 28), 3), nets.ConvDecoder(3, (1, 28, 28))),
     ]:
-        x = torch.rand(7, 2, *encoder.x_shape)
+        encoder, decoder = encoder.to(device), decoder.to(device)
+        x = torch.rand(7, 2, *encoder.x_shape, device=device)
         loc, scale = encoder(x)
         assert loc.shape == scale.shape == (7, 2, 3) and (scale > 0).all()
         assert decoder(loc).shape == (7, 2, *encoder.x_shape)
@@ -60,11 +61,11 @@ def test_a_flat_prior_cannot_be_sampled():
         vae.sample(3)
 
 
-def test_state_dict_round_trip(tmp_path):
-    vae = VAE((64,), 3, prior=priors.GaussianMixture(3, 4), hidden=(8,))
+def test_state_dict_round_trip(tmp_path, device):
+    vae = VAE((64,), 3, prior=priors.GaussianMixture(3, 4), hidden=(8,)).to(device)
     torch.save(vae.state_dict(), tmp_path / "vae.pt")
-    other = VAE((64,), 3, prior=priors.GaussianMixture(3, 4, seed=9), hidden=(8,))
-    other.load_state_dict(torch.load(tmp_path / "vae.pt", weights_only=True, map_location="cpu"))
-    x = torch.rand(2, 64)
+    other = VAE((64,), 3, prior=priors.GaussianMixture(3, 4, seed=9), hidden=(8,)).to(device)
+    other.load_state_dict(torch.load(tmp_path / "vae.pt", weights_only=True, map_location=device))
+    x = torch.rand(2, 64, device=device)
     torch.testing.assert_close(other.reconstruct(x), vae.reconstruct(x))
     torch.testing.assert_close(other.prior.locs, vae.prior.locs)

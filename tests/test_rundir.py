@@ -569,3 +569,21 @@ def test_sigkill_many_times_then_resume_is_bit_identical(tmp_path, device, seed,
         pytest.skip("bitwise reproducibility is promised on CPU")
     result = kill_and_resume(tmp_path, epochs=40, kills=10 if fork else 4, seed=seed, fork=fork)
     assert result["kills"] >= 2 and result["exact"], result
+
+
+def test_non_finite_names_the_first_bad_parameter_then_optimizer_state(device):
+    from probae import _runstate
+
+    params = [torch.zeros(2, device=device, requires_grad=True) for _ in range(2)]
+    optim = torch.optim.Adam(params)
+    sum(p.sum() for p in params).backward()
+    optim.step()
+    assert _runstate.non_finite(params, optim) is None
+    optim.state[params[1]]["exp_avg_sq"][0] = float("inf")
+    assert _runstate.non_finite(params, optim) == "optimizer state 'exp_avg_sq' of parameter 1"
+    with torch.no_grad():
+        params[1][1] = float("nan")
+    assert _runstate.non_finite(params, optim) == "parameter 1 (shape (2,))"
+    with torch.no_grad():
+        params[0][0] = float("-inf")
+    assert _runstate.non_finite(params, optim) == "parameter 0 (shape (2,))"

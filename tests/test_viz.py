@@ -27,33 +27,34 @@ def _read_png(path):
 # -- geometry ------------------------------------------------------------------------
 
 
-def test_traversal_codes_sweep_one_coordinate_and_keep_the_others():
-    z0 = torch.tensor([0.3, -1.2, 2.0, 0.7])
-    values = torch.linspace(-3, 3, 7)
+def test_traversal_codes_sweep_one_coordinate_and_keep_the_others(device):
+    z0 = torch.tensor([0.3, -1.2, 2.0, 0.7], device=device)
+    values = torch.linspace(-3, 3, 7, device=device)
     dims = [2, 0]
     codes = latent._traversal_codes(z0, dims, values)
     assert codes.shape == (2, 7, 4)
     for row, d in enumerate(dims):
         assert torch.equal(codes[row, :, d], values)
-        others = [k for k in range(4) if k != d]
+        others = torch.tensor([k for k in range(4) if k != d], device=device)
         assert torch.equal(codes[row][:, others], z0[others].expand(7, 3))
 
 
-def test_interpolation_codes_lie_evenly_on_the_segment():
-    z_a = torch.tensor([[0.0, 1.0, -2.0], [4.0, 4.0, 4.0]])
-    z_b = torch.tensor([[2.0, -1.0, 2.0], [4.0, 0.0, -4.0]])
+def test_interpolation_codes_lie_evenly_on_the_segment(device):
+    z_a = torch.tensor([[0.0, 1.0, -2.0], [4.0, 4.0, 4.0]], device=device)
+    z_b = torch.tensor([[2.0, -1.0, 2.0], [4.0, 0.0, -4.0]], device=device)
     codes = latent._interpolation_codes(z_a, z_b, 5)
     assert codes.shape == (2, 5, 3)
     assert torch.allclose(codes[:, 0], z_a) and torch.allclose(codes[:, -1], z_b)
     assert torch.allclose(codes[:, 2], (z_a + z_b) / 2)
     # equal steps along a straight line: second differences vanish
-    assert torch.allclose(codes.diff(n=2, dim=1), torch.zeros(2, 3, 3), atol=1e-6)
+    assert torch.allclose(codes.diff(n=2, dim=1), z_a.new_zeros(2, 3, 3), atol=1e-6)
 
 
-def test_principal_components_keep_the_largest_variances():
+def test_principal_components_keep_the_largest_variances(device):
     generator = torch.Generator().manual_seed(0)
     mixing = torch.randn(5, 5, generator=generator, dtype=torch.float64)
     codes = torch.randn(400, 5, generator=generator, dtype=torch.float64) @ mixing + 3.0
+    codes = codes.to(device)
     plane, explained = latent._principal_components(codes)
     covariance = torch.cov(codes.T)
     eigenvalues = torch.linalg.eigvalsh(covariance).flip(0)
@@ -108,8 +109,9 @@ def test_image_shape_comes_from_the_data_then_the_model():
 # -- files ---------------------------------------------------------------------------
 
 
-def test_every_picture_is_a_png_written_on_the_models_device(digits_vae, tmp_path):
+def test_every_picture_is_a_png_written_on_the_models_device(digits_vae, tmp_path, device):
     test = data.load("digits", split="test")
+    on_device = test.to(device)  # pictures take the data on either device
     paths = [
         viz.sample_grid(digits_vae, 16, tmp_path / "samples.png", seed=0),
         viz.reconstructions(digits_vae, test[:10], tmp_path / "recon.png"),
@@ -118,6 +120,10 @@ def test_every_picture_is_a_png_written_on_the_models_device(digits_vae, tmp_pat
         viz.interpolation(digits_vae, test.x[:3], test.x[3:6], 6, tmp_path / "i.png"),
         viz.latent_scatter(digits_vae, test, tmp_path / "sub" / "latent.png"),
         viz.image_grid(test.x[:12], tmp_path / "grid.png", nrow=4),
+        viz.reconstructions(digits_vae, on_device[:10], tmp_path / "recon_d.png"),
+        viz.interpolation(digits_vae, on_device.x[:3], on_device.x[3:6], 6, tmp_path / "i_d.png"),
+        viz.latent_scatter(digits_vae, on_device, tmp_path / "latent_d.png"),
+        viz.image_grid(on_device.x[:12], tmp_path / "grid_d.png", nrow=4),
     ]
     for path in paths:
         _read_png(path)

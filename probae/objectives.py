@@ -421,7 +421,7 @@ class _WeightedIWAE(IWAE):
 
     def _weights(self, log_w):
         """``(bound per point (N,), log a, log b, s)``, each weight of shape ``(K, N)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _weights(log_w)")
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         log_w, latents = self._particles(model, guide, args, kwargs)

@@ -64,7 +64,8 @@ class Schedule:
         """Called once before the first step (after a resume, too)."""
 
     def apply(self, state) -> None:
-        raise NotImplementedError
+        """Called before every step: sets what the schedule controls."""
+        raise NotImplementedError(f"{type(self).__name__} must define apply(state)")
 
     def end(self, state) -> None:
         """Called once after the last step."""
@@ -77,7 +78,7 @@ class Multiplier:
     """A factor of the base learning rate as a function of the step."""
 
     def __call__(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define __call__(step, ...)")
 
     def __mul__(self, other: Multiplier) -> Multiplier:
         if not isinstance(other, Multiplier):

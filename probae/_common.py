@@ -74,7 +74,7 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
         raise TypeError(f"{name} must hold floating-point values, got dtype {x.dtype}")
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not _validate.all_finite(x):
         raise ValueError(f"{name} contains NaN or infinite values")
     device = device_of(module, x.device)
     dtype = _dtype_of(module)
@@ -92,7 +92,7 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     if c is not None:
         if not isinstance(c, torch.Tensor):
             raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
-        if c.is_floating_point() and not torch.isfinite(c).all():
+        if c.is_floating_point() and not _validate.all_finite(c):
             raise ValueError("c contains NaN or infinite values")
         if c.shape[0] != x.shape[0]:
             raise ValueError(

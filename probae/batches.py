@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _validate
 from . import data as _data
 from ._common import device_of, prepare
 
@@ -198,7 +199,7 @@ class Streamed:
     def _check(self, x):
         if self.module is not None and hasattr(self.module, "check_x"):
             self.module.check_x(x, self.name)
-        if not torch.isfinite(x).all():
+        if not _validate.all_finite(x):
             raise ValueError(f"{self.name} contains NaN or infinite values")
         likelihood = getattr(self.module, "likelihood", None)
         if likelihood is not None and hasattr(likelihood, "validate"):

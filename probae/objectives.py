@@ -60,6 +60,7 @@ from torch.distributions import kl_divergence
 
 from . import importance
 from ._common import positive_int
+from .terms import KL_KEY
 
 __all__ = [
     "IWAE",
@@ -247,6 +248,7 @@ class MeanFieldELBO(_LossOnDevice, TraceMeanField_ELBO):
                 entropy_term = guide_site["score_parts"].entropy_term
                 elbo = elbo + model_site["log_prob_sum"] - entropy_term.sum()
                 continue
+            guide_site[KL_KEY] = kl.detach() if torch.is_tensor(kl) else kl  # for LossTerms
             kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
             if torch.is_tensor(kl):
                 elbo = elbo - kl.sum()

@@ -30,7 +30,7 @@ from torch import nn
 from torch.distributions.transforms import Transform
 from torch.nn.functional import softplus
 
-from . import _validate
+from . import _densities, _validate
 from ._config import Configurable
 
 __all__ = [
@@ -100,7 +100,7 @@ class StandardNormal(Prior):
 
     def distribution(self):
         zeros = self._zeros()
-        return dist.Normal(zeros, zeros + 1.0).to_event(1)
+        return _densities.StandardNormal(zeros, zeros + 1.0).to_event(1)
 
 
 class Normal(Prior):
@@ -117,7 +117,7 @@ class Normal(Prior):
         return softplus(self.raw_scale)
 
     def distribution(self):
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return _densities.Normal(self.loc, self.scale).to_event(1)
 
 
 class GaussianMixture(Prior):
@@ -525,7 +525,7 @@ class ConditionalNormal(Prior):
                 f"got {tuple(c.shape)}"
             )
         loc, scale = self.loc_scale(c)
-        prior = dist.Normal(loc, scale).to_event(1)
+        prior = _densities.Normal(loc, scale).to_event(1)
         batch_shape = torch.Size(batch_shape)
         if batch_shape and prior.batch_shape != batch_shape:
             try:

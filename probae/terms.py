@@ -34,6 +34,8 @@ from torch.distributions import kl_divergence
 __all__ = ["LossTerms", "NAMES"]
 
 NAMES = ("distortion", "rate", "penalty")
+#: where an objective leaves a guide site's closed-form KL for :class:`LossTerms`
+KL_KEY = "_probae_kl"
 
 
 def _base(fn):
@@ -90,8 +92,10 @@ class LossTerms:
             def _get_traces(model, guide, args, kwargs):
                 self.last = None
                 for model_trace, guide_trace in original(model, guide, args, kwargs):
-                    self._record(model_trace, guide_trace)
                     yield model_trace, guide_trace
+                    # after the ELBO's particle loss: it may leave its closed-form KL
+                    # on the guide site (objectives.MeanFieldELBO), read here, not redone
+                    self._record(model_trace, guide_trace)
 
             elbo._get_traces = _get_traces
 
@@ -128,10 +132,12 @@ class LossTerms:
                 penalty = penalty + q_lp - lp
                 continue
             if self.closed_form and guide_site is not None:
-                try:
-                    kl = kl_divergence(guide_site["fn"], site["fn"])
-                except NotImplementedError:
-                    kl = None
+                kl = guide_site.get(KL_KEY)
+                if kl is None:
+                    try:
+                        kl = kl_divergence(guide_site["fn"], site["fn"])
+                    except NotImplementedError:
+                        kl = None
                 if kl is not None:
                     kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
                     rate = rate + (kl.sum() if torch.is_tensor(kl) else kl)

@@ -24,6 +24,45 @@ def test_bernoulli_reads_logits(device):
     torch.testing.assert_close(likelihoods.Bernoulli()(out, 1).log_prob(x), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_log_pmf_matches_the_exact_density_over_a_wide_range_of_logits(dtype, device):
+    # the exact value, in float64 with log1p: x*l - softplus(l)
+    logits = torch.linspace(-60, 60, 2401, dtype=torch.float64, device=device)
+    x = torch.bernoulli(torch.full_like(logits, 0.5))
+    exact = x * logits - (logits.clamp_min(0) + torch.log1p(torch.exp(-logits.abs())))
+    got = likelihoods.Bernoulli().distribution(logits.to(dtype)).log_prob(x.to(dtype))
+    eps = torch.finfo(dtype).eps
+    # rounding of a value of size |l| plus the dropped log1p term, both within a few eps
+    bound = 4 * eps * (1 + logits.abs())
+    assert got.dtype == dtype
+    assert ((got.double() - exact).abs() <= bound).all()
+
+
+def test_bernoulli_log_pmf_gradients_are_exact_to_second_order():
+    logits = (4 * torch.randn(3, 4, dtype=torch.float64)).requires_grad_()
+    x = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)  # a relaxed x: d/dx = l
+
+    def log_pmf(logits, x):
+        return likelihoods.BernoulliLogits(logits=logits, validate_args=False).log_prob(x)
+
+    assert torch.autograd.gradcheck(log_pmf, (logits, x))
+    assert torch.autograd.gradgradcheck(log_pmf, (logits, x))
+
+
+def test_bernoulli_log_pmf_broadcasts_logits_against_the_data(device):
+    # IWAE: logits (K, N, D) for data (N, D); the gradient reaches each draw's logits
+    logits = torch.randn(5, 3, 7, device=device, requires_grad=True)
+    x = torch.bernoulli(torch.full((3, 7), 0.5, device=device))
+    got = likelihoods.Bernoulli()(logits, 1).log_prob(x)
+    reference = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, x.expand(5, 3, 7), reduction="none"
+    ).sum(-1)
+    assert got.shape == (5, 3)
+    torch.testing.assert_close(got, reference)
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    torch.testing.assert_close(grad, x - torch.sigmoid(logits.detach()))
+
+
 def test_continuous_bernoulli_integrates_to_one(device):
     grid = torch.linspace(0, 1, 20001, device=device)[:, None]
     for logit in (-3.0, -0.2, 0.0, 0.7, 4.0):

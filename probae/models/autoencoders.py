@@ -68,7 +68,6 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 
 from .. import _validate, nets
@@ -277,7 +276,7 @@ class DeterministicAutoencoder(Autoencoder):
         with pyro.plate("data", x.shape[0]):
             code = self.guide_code(x)
             # The same scale as the model's z site: TraceMeanField_ELBO reads the guide's.
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 return pyro.sample("z", dist.Delta(code, event_dim=1))
 
     def model(self, x=None, c=None):

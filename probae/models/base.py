@@ -16,6 +16,8 @@ all.
 
 from __future__ import annotations
 
+import contextlib
+
 import pyro
 import torch
 from pyro import poutine
@@ -66,6 +68,10 @@ class Autoencoder(nn.Module, Configurable):
         """Weight of the KL term, applied with ``poutine.scale`` on the ``z`` site."""
         return self._beta
 
+    def _beta_scale(self):
+        """``poutine.scale(scale=beta)`` for the ``z`` site; nothing to enter at beta = 1."""
+        return poutine.scale(scale=self.beta) if self.beta != 1 else contextlib.nullcontext()
+
     @beta.setter
     def beta(self, value: float) -> None:
         value = _validate.positive("beta", value)
@@ -108,7 +114,7 @@ class Autoencoder(nn.Module, Configurable):
         r"""The generative model :math:`p(z)\,p(x|z)`; with ``x=None`` it generates."""
         n = self._batch_size(x, c)
         with pyro.plate("data", n):
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 z = pyro.sample("z", self._prior_of_z(n, c))
             out = self.decoder(z) if c is None else self.decoder(z, c)
             return pyro.sample("x", self.likelihood(out, len(self.x_shape)), obs=x)

@@ -33,10 +33,9 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 
-from .. import _validate, nets
+from .. import _densities, _validate, nets
 from .. import likelihoods as _likelihoods
 from .. import priors as _priors
 from .._config import Configurable
@@ -185,14 +184,14 @@ class CVAE(_Conditioned, Autoencoder):
     def posterior(self, x, c) -> dist.TorchDistribution:
         """q(z|x, c) as a distribution with ``event_dim=1``."""
         loc, scale = self.encoder(x, c)
-        return dist.Normal(loc, scale).to_event(1)
+        return _densities.Normal(loc, scale).to_event(1)
 
     def guide(self, x, c=None):
         """The recognition model q(z|x, c)."""
         x = self.check_x(x)
         c = self.check_c(c, x.shape[0])
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 return pyro.sample("z", self.posterior(x, c))
 
     # -- using a trained model ---------------------------------------------------------

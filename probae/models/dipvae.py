@@ -28,7 +28,6 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 
 from .vae import VAE
 
@@ -96,7 +95,7 @@ class DIPVAE(VAE):
         x = self.check_x(x)
         loc, scale = self.encoder(x)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
             if self.training:
                 share = self.penalty(loc, scale).expand(x.shape[0])

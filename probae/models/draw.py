@@ -54,7 +54,6 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 
 from .._common import positive_int
@@ -225,7 +224,7 @@ class DRAW(Autoencoder):
         dec, canvas = self._start(anchor, n)
         with pyro.plate("data", n):
             for t in pyro.markov(range(self.steps)):
-                with poutine.scale(scale=self.beta):
+                with self._beta_scale():
                     z = pyro.sample(f"z_{t + 1}", self._step_prior(n))
                 dec = _cell(self.decoder_cell, z, dec)
                 canvas = canvas + self.write(dec[0])
@@ -253,7 +252,7 @@ class DRAW(Autoencoder):
             enc = _cell(self.encoder_cell, enc_in, enc)
             q = self.posterior(enc[0])
             if sample:
-                with poutine.scale(scale=self.beta):
+                with self._beta_scale():
                     z = pyro.sample(f"z_{t + 1}", q)
             else:
                 z = q.mean

@@ -32,7 +32,6 @@ import math
 
 import pyro
 import torch
-from pyro import poutine
 from torch import nn
 from torch.func import functional_call
 
@@ -113,7 +112,7 @@ class FactorVAE(VAE):
         """q(z|x), and in training mode the total-correlation terms."""
         x = self.check_x(x)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 z = pyro.sample("z", self.posterior(x))
             if self.training:
                 penalty = self.gamma * self.total_correlation_logits(z)

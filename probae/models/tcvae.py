@@ -52,7 +52,6 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 
 from .vae import VAE
 
@@ -156,7 +155,7 @@ class BetaTCVAE(VAE):
         x = self.check_x(x)
         loc, scale = self.encoder(x)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
             if self.training and (self.alpha != self.beta or self.gamma != self.beta):
                 mi, _, dim_kl = self.kl_terms(x, z, loc, scale)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-from pyro import poutine
 
-from .. import nets
+from .. import _densities, nets
 from .base import Autoencoder
 
 
@@ -64,13 +63,13 @@ class VAE(Autoencoder):
     def posterior(self, x, c=None) -> dist.TorchDistribution:
         """q(z|x) as a distribution with ``event_dim=1``."""
         loc, scale = self.encoder(x)
-        return dist.Normal(loc, scale).to_event(1)
+        return _densities.Normal(loc, scale).to_event(1)
 
     def guide(self, x, c=None):
         """The recognition model q(z|x)."""
         x = self.check_x(x)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with self._beta_scale():
                 return pyro.sample("z", self.posterior(x))
 
     def encode(self, x, c=None):

@@ -4,12 +4,15 @@ Both sides train the same MNIST-sized MLP VAE (encoder 784-400-(2x20), decoder
 20-400-784, Bernoulli pixels, standard normal prior) on the same batch of 128
 synthetic binary images, with one reparameterized sample per image and Adam:
 
-- **probae**: exactly what :func:`probae.fit` does per batch: Trace_ELBO's
-  ``differentiable_loss`` under a parameter trace, the finite-loss check
-  (``.item()``), backward of the per-point loss and an Adam step;
+- **probae**: exactly what :func:`probae.fit` does per batch: its objective's
+  (:class:`probae.objectives.ReparamELBO`, Pyro's Trace_ELBO with the loss kept on
+  the device) ``differentiable_loss`` under a parameter trace, the finite-loss check
+  (``.item()``), backward of the per-point loss and a step of fit's default
+  optimizer (:func:`probae.train.default_optimizer`);
 - **hand-written**: the same ELBO written out,
   ``log p(x|z) + log p(z) - log q(z|x)`` with ``z = mu + sigma * eps``, its
-  ``.item()``, backward and an Adam step, on a copy of the same networks.
+  ``.item()``, backward and a step of torch's default Adam, on a copy of the same
+  networks.
 
 The two sides run interleaved in the same process, after a warm-up; each
 figure is the median over repeats of the mean time of ``--steps`` steps. The
@@ -39,10 +42,10 @@ from pyro.infer import Trace_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 import probae
-from probae import VAE, likelihoods, priors
+from probae import VAE, likelihoods, objectives, priors
 from probae.callbacks import HistoryRecorder, ProgressBar, TrainingState
 from probae.terms import LossTerms
-from probae.train import History, _call, _Parameters
+from probae.train import History, _call, _Parameters, default_optimizer
 
 X_DIM, Z_DIM, HIDDEN = 784, 20, 400
 LOG_2PI = math.log(2 * math.pi)
@@ -58,9 +61,9 @@ class ProbaeStep:
 
     def __init__(self, vae, lr):
         self.vae = vae
-        self.elbo = Trace_ELBO()
+        self.elbo = objectives.make_elbo("elbo")
         self.params = _Parameters(vae)
-        self.optim = torch.optim.Adam(self.params.params, lr=lr)
+        self.optim = default_optimizer(self.params.params, lr=lr)
 
     def __call__(self, x):
         with poutine.trace(param_only=True) as capture:

@@ -70,3 +70,32 @@ class StandardNormal(dist.Normal):
         if log_density.shape != self.batch_shape:
             log_density = log_density.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
         return log_density
+
+
+class _KLToStandardNormal(torch.autograd.Function):
+    r""":math:`\mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, 1)) =
+    \tfrac12(\sigma^2 + \mu^2 - 1) - \log\sigma` elementwise (Kingma & Welling, 2014,
+    appendix B), with the gradients :math:`\partial_\mu = \mu` and
+    :math:`\partial_\sigma = \sigma - 1/\sigma`; the backward pass is differentiable."""
+
+    @staticmethod
+    def forward(ctx, loc, scale):
+        ctx.save_for_backward(loc, scale)
+        return (scale * scale).add_(loc * loc).sub_(1).mul_(0.5).sub_(scale.log())
+
+    @staticmethod
+    def backward(ctx, grad):
+        loc, scale = ctx.saved_tensors
+        g_loc = grad * loc if ctx.needs_input_grad[0] else None
+        g_scale = grad * (scale - 1 / scale) if ctx.needs_input_grad[1] else None
+        return g_loc, g_scale
+
+
+@torch.distributions.kl.register_kl(Normal, StandardNormal)
+def _kl_normal_standard_normal(q, p):
+    loc, scale = q.loc, q.scale
+    if loc.shape != scale.shape:
+        loc, scale = torch.broadcast_tensors(loc, scale)
+    kl = _KLToStandardNormal.apply(loc, scale)
+    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    return kl if kl.shape == shape else kl.expand(shape)

@@ -195,3 +195,23 @@ def test_guide_trace_has_the_factor_only_while_training(device):
     with torch.no_grad():
         assert "vq" not in poutine.trace(vq.guide).get_trace(x).nodes
     pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("threshold, alive", [(None, True), (0.0, False)])
+def test_the_command_lines_vq_vae_keeps_its_codebook_alive_on_the_digits(threshold, alive, device):
+    # probae train --model vq-vae: restarts by default; without them (threshold 0) the
+    # 512 entries collapse onto one within a few epochs on this data
+    from probae import data
+    from probae.models import families
+
+    train = data.load("digits", "train")
+    config = {"model": "vq-vae"}
+    if threshold is not None:
+        config["dead_code_threshold"] = threshold
+    pyro.set_rng_seed(0)
+    vq = families.build(config, x_shape=train.x.shape[1:]).to(device)
+    probae.fit(
+        vq, train.x[:640].to(device), epochs=3, batch_size=64, binarize="dynamic", progress=False
+    )
+    used = vq.codebook_usage(data.binarize(train.x[640:960], seed=0).to(device)).used
+    assert (used > 20) if alive else (used <= 2)

@@ -297,7 +297,8 @@ FAMILIES = {
             "codebook_size": 512,
             "commitment": 0.25,
             "ema": True,
-            "dead_code_threshold": 0.0,
+            # restarts: without them 512 entries collapse onto one on the digits
+            "dead_code_threshold": 1.0,
         },
         _vq_vae,
     ),

@@ -11,11 +11,17 @@ from . import data as _data
 
 
 class Pair(NamedTuple):
-    """A Pyro model/guide pair, and the module holding them (None for functions)."""
+    """A Pyro model/guide pair, and the module holding them (None for functions).
+
+    ``vectorized`` says whether the pair broadcasts over a sample dimension left of
+    its plates (see :func:`probae.checks.broadcast_error`); estimators draw one sample
+    at a time for a pair that does not.
+    """
 
     model: object
     guide: object
     module: torch.nn.Module | None
+    vectorized: bool = True
 
 
 def as_pair(model_or_pair, name: str = "model") -> Pair:
@@ -72,7 +78,8 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     x = _data.as_tensor(data, name)
     if not torch.is_floating_point(x):
         raise TypeError(f"{name} must hold floating-point values, got dtype {x.dtype}")
-    if x.dim() < 2 or x.shape[0] == 0:
+    if x.dim() < 1 or x.shape[0] == 0:
+        # (N,) is N scalar points
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
     if not _validate.all_finite(x):
         raise ValueError(f"{name} contains NaN or infinite values")

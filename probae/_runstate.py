@@ -13,7 +13,15 @@ import torch
 from . import _validate
 
 #: fit() options that define a run: resuming with another value is refused
-DEFINING = ("loss", "num_particles", "batch_size", "binarize", "beta_warmup", "seed")
+DEFINING = (
+    "loss",
+    "num_particles",
+    "batch_size",
+    "binarize",
+    "beta_warmup",
+    "seed",
+    "reduction",
+)
 #: fit() options that may change on resume (the rest of fit's arguments are the data,
 #: the model and those in DEFINING)
 ALLOWED_ON_RESUME = ("epochs", "lr", "validation", "validation_c", "progress", "validate")

@@ -11,7 +11,15 @@
   non-blocking copies to CUDA. With ``in_memory=None`` a data set that fits in
   ``memory_budget`` bytes is read once and then kept in memory;
 - a :class:`~torch.utils.data.DataLoader`: streamed as it is (its own sampler
-  and batch size). A DataLoader built without ``generator=`` draws its workers'
+  and batch size); for a user's own pair, its items are the program's arguments
+  (see below).
+- any other iterable of batches (a list, a user's own loader), or a DataLoader
+  given with a user's own pair: :class:`Program`. Each item holds the arguments
+  of one call, passed to model and guide exactly as ``SVI.step(*args, **kwargs)``
+  passes them: a tuple (positional arguments; trailing elements that the model
+  takes no parameter for, such as the labels of an ``(x, y)`` loader for a
+  ``model(x)``, are left out, as ``for x, _ in loader: svi.step(x)`` leaves them),
+  a dict (keyword arguments), or a single tensor. A DataLoader built without ``generator=`` draws its workers'
   seed from PyTorch's global generator each epoch, which shifts the model's
   random draws: give it a generator for runs that must repeat exactly. Under
   ``torchrun`` a DataLoader is read as it is: give it a
@@ -25,13 +33,28 @@ shard), so both paths train the same parameters for the same seed.
 
 from __future__ import annotations
 
+import inspect
+import itertools
+
 import torch
 
 from . import _validate
 from . import data as _data
 from ._common import device_of, prepare
+from .importance import Arguments
 
-__all__ = ["InMemory", "Streamed", "source", "materialize", "streamed", "is_streamable"]
+__all__ = [
+    "Arguments",
+    "InMemory",
+    "Program",
+    "Streamed",
+    "alternate",
+    "is_program_data",
+    "is_streamable",
+    "materialize",
+    "source",
+    "streamed",
+]
 
 #: a map-style data set up to this many bytes (as float32) is read into memory once
 MEMORY_BUDGET = 1 << 30
@@ -357,3 +380,169 @@ def source(
     c = _data.resolve_condition(data, condition, c, getattr(module, "c_shape", None), name)
     x, c = prepare(data, module, c, name=name, check_support=check_support)
     return InMemory(x, c)
+
+
+# -- a program's own batches ---------------------------------------------------------
+
+
+def _positional_count(fn) -> float:
+    """How many positional arguments ``fn`` takes (infinity with ``*args``)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return float("inf")
+    count = 0
+    for parameter in parameters:
+        if parameter.kind == parameter.VAR_POSITIONAL:
+            return float("inf")
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def _moved(value, device):
+    if device is None:
+        return value
+    if isinstance(value, torch.Tensor) or type(value).__name__ == "PackedSequence":
+        return value.to(device, non_blocking=True)
+    return value
+
+
+class Program:
+    """Batches that are a program's own arguments: each item of ``data`` is one call's
+    arguments for model and guide (see the module for tuples, dicts and tensors).
+
+    Tensors (and packed sequences) among the arguments are moved to the model's
+    device; everything else is passed as it is.
+
+    :param data: a re-iterable of batches: a list, a DataLoader, any object whose
+        ``iter()`` starts afresh. A one-shot iterator (a generator) is read once, which
+        serves an evaluation but not several epochs of training.
+    :param model: the model, whose signature says how many positional arguments it takes.
+    :param device: the device of the model's parameters, or None to leave tensors where they are.
+    """
+
+    streamed = True
+    program = True
+    loader = None
+
+    def __init__(self, data, model, device=None, name: str = "data"):
+        self.data, self.name = data, name
+        self.device = device if device is not None else torch.device("cpu")
+        self._to = device
+        self.positional = _positional_count(model)
+        self.one_shot = iter(data) is data
+        self._first = None
+
+    def __len__(self) -> int:
+        try:
+            return len(self.data)
+        except TypeError:
+            return 0  # not known ahead
+
+    def arguments(self, item) -> Arguments:
+        """One item of the data as an :class:`Arguments`."""
+        if isinstance(item, Arguments):
+            args, kwargs = tuple(item), item.kwargs
+        elif isinstance(item, dict):
+            args, kwargs = (), item
+        elif isinstance(item, (tuple, list)):
+            args, kwargs = tuple(item), {}
+            if len(args) > self.positional:
+                args = args[: int(self.positional)]
+        else:
+            args, kwargs = (item,), {}
+        return Arguments(
+            tuple(_moved(a, self._to) for a in args),
+            {k: _moved(v, self._to) for k, v in kwargs.items()},
+        )
+
+    def _items(self):
+        if self.one_shot:
+            if self._first is not None:
+                first, self._first = self._first, None
+                return itertools.chain([first], self.data)
+            return self.data
+        return iter(self.data)
+
+    def head(self, n=None) -> Arguments:
+        """The first batch's arguments (read once and kept for a one-shot iterator)."""
+        if self.one_shot:
+            if self._first is None:
+                try:
+                    self._first = next(self.data)
+                except StopIteration:
+                    raise ValueError(f"{self.name} holds no batch") from None
+            return self.arguments(self._first)
+        for item in self.data:
+            return self.arguments(item)
+        raise ValueError(f"{self.name} holds no batch")
+
+    def probes(self) -> list:
+        """First batches of every kind the data holds, besides :meth:`head` (the first
+        unlabelled batch of :func:`alternate`)."""
+        if isinstance(self.data, _Alternating):
+            return [self.arguments(item) for item in self.data.firsts()[1:]]
+        return []
+
+    def batches(self, order=None, steps=None):
+        """Every batch's :class:`Arguments`, in the data's own order."""
+        for item in self._items():
+            yield self.arguments(item)
+
+    def in_order(self, batch_size=None):
+        return self.batches()
+
+
+def is_program_data(data, module=None) -> bool:
+    """Whether ``data`` is an iterable of a program's own batches (see :class:`Program`):
+    any iterable that is not a tensor, an array or a data set, and a DataLoader given
+    with a user's own pair (a model that is not one of probae's families)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        return getattr(module, "x_shape", None) is None
+    if isinstance(data, (torch.Tensor, torch.utils.data.Dataset, _data.Dataset, str, bytes)):
+        return False
+    if type(data).__module__ == "numpy":
+        return False
+    return isinstance(data, (list, tuple)) or hasattr(data, "__iter__")
+
+
+def alternate(labelled, unlabelled, labelled_first: bool = True):
+    """Batches of labelled and unlabelled data in turn, as semi-supervised recipes take
+    them (Kingma et al. 2014's M2, Pyro's ss-VAE, scANVI): labelled items are passed
+    whole (``model(x, y)``); unlabelled items pass their first element only
+    (``model(x)``, so ``y`` takes its default, None). When one runs out, the rest of
+    the other follows. The result can be read once per epoch.
+
+    :param labelled: an iterable of ``(x, y, ...)`` batches (a DataLoader, a list).
+    :param unlabelled: an iterable of ``x`` or ``(x, ...)`` batches.
+    :param bool labelled_first: begin with a labelled batch.
+    """
+    return _Alternating(labelled, unlabelled, labelled_first)
+
+
+class _Alternating:
+    def __init__(self, labelled, unlabelled, labelled_first):
+        self.labelled, self.unlabelled, self.labelled_first = labelled, unlabelled, labelled_first
+
+    def __len__(self):
+        return len(self.labelled) + len(self.unlabelled)
+
+    def _streams(self):
+        labelled = (Arguments(tuple(item)) for item in self.labelled)
+        unlabelled = (
+            Arguments((item[0],) if isinstance(item, (tuple, list)) else (item,))
+            for item in self.unlabelled
+        )
+        return (labelled, unlabelled) if self.labelled_first else (unlabelled, labelled)
+
+    def firsts(self) -> list:
+        """The first batch of each stream, in the order they come."""
+        return [item for stream in self._streams() for item in itertools.islice(stream, 1)]
+
+    def __iter__(self):
+        first, second = self._streams()
+        for pair in itertools.zip_longest(first, second):
+            for item in pair:
+                if item is not None:
+                    yield item

@@ -12,10 +12,17 @@ the first batch, by :func:`probae.fit` and by every estimator of :mod:`probae.ev
 from __future__ import annotations
 
 import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from . import importance
 
-__all__ = ["DOCS_SAMPLE_DIMENSION", "check_parameters", "check_sample_dimension"]
+__all__ = [
+    "DOCS_SAMPLE_DIMENSION",
+    "broadcast_error",
+    "check_parameters",
+    "check_sample_dimension",
+]
 
 DOCS_SAMPLE_DIMENSION = (
     "'Writing your own pair', rule 'The sample dimension', in the model guide "
@@ -69,27 +76,79 @@ _STALE_STORE = (
 )
 
 
+def broadcast_error(model, guide, args, nesting: int):
+    """Whether the pair broadcasts over a sample dimension left of its plates: None if
+    it does, else the error that says how it does not.
+
+    Two draws are made in one vectorized pass, then the same two draws are replayed one
+    at a time without the sample plate; the pair broadcasts when both give the same
+    per-point log-weights. An error in the vectorized pass (a ``BatchNorm1d`` or
+    boolean-mask indexing on the sample dimension) and a silent mix-up of the sample
+    dimension with another (``softmax(dim=1)``) are both caught. The random stream is
+    left where it was.
+    """
+    with torch.no_grad(), importance.preserve_rng(args):
+        try:
+            pair = importance.traces(model, guide, args, 2, nesting)
+            log_w = importance.log_weights(model, guide, args, 2, nesting, trace_pair=pair)
+            n = importance.points(args)
+            if n is not None and tuple(log_w.shape) != (2, n):
+                return ValueError(f"log-weights of shape {tuple(log_w.shape)}, expected {(2, n)}")
+            for draw in range(2):
+                alone = _replayed_alone(model, guide, args, nesting, pair, draw)
+                if alone.shape != log_w[draw].shape or not torch.allclose(
+                    alone, log_w[draw], rtol=1e-4, atol=1e-3
+                ):
+                    return ValueError(
+                        "the log-weights of draws made side by side differ from those of the "
+                        "same draws made one at a time, so a computation mixes the sample "
+                        "dimension with another (softmax(dim=1), a reshape by x.shape[0], ...)"
+                    )
+        except importance.PairError:
+            raise
+        except (IndexError, RuntimeError, ValueError, TypeError) as caught:
+            return caught
+    return None
+
+
+def _replayed_alone(model, guide, args, nesting, trace_pair, draw: int) -> torch.Tensor:
+    """Per-point log-weights of one draw of a vectorized ``trace_pair``, recomputed by
+    running the pair without the sample plate on that draw's values."""
+    guide_trace, model_trace = trace_pair
+    values = poutine.Trace()
+    for trace, only_latent in ((guide_trace, False), (model_trace, True)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or name in values.nodes:
+                continue
+            if only_latent and (
+                name in guide_trace.nodes or site["infer"].get("_enumerate_dim") is not None
+            ):
+                continue
+            if site_is_subsample(site):  # a plate's indices: the same for every draw
+                values.add_node(name, **site)
+                continue
+            event_dim = len(site["fn"].event_shape)
+            dim = site["value"].dim() - event_dim - (nesting + 1)
+            value = site["value"].select(dim, draw) if dim >= 0 else site["value"]
+            values.add_node(name, **{**site, "value": value})
+    guide_alone = poutine.trace(poutine.replay(guide, trace=values))
+    guide_alone = guide_alone.get_trace(*args, **getattr(args, "kwargs", {}))
+    enumerated = poutine.enum(model, first_available_dim=-(nesting + 1))
+    model_alone = poutine.trace(poutine.replay(enumerated, trace=values))
+    model_alone = model_alone.get_trace(*args, **getattr(args, "kwargs", {}))
+    return importance._combine(
+        importance.joint_terms(guide_alone, model_alone, None, size=importance.points(args))
+    )
+
+
 def check_sample_dimension(model, guide, args, nesting: int, what: str) -> None:
-    """Runs the pair once with two draws in a sample plate left of its plates (the
-    random stream is left where it was) and raises a ValueError saying what to change
-    when it does not broadcast.
+    """Raises a ValueError saying what to change when the pair does not broadcast over
+    a sample dimension (see :func:`broadcast_error`), for callers that need one.
 
     :param int nesting: the pair's plate nesting.
     :param str what: the caller, named in the message.
     """
-    error = None
-    with torch.no_grad(), importance.preserve_rng(args):
-        try:
-            log_w = importance.log_weights(model, guide, args, 2, nesting)
-        except importance.PairError:
-            raise
-        except (IndexError, RuntimeError, ValueError) as caught:
-            error = caught
-        else:
-            if tuple(log_w.shape) != (2, args[0].shape[0]):
-                error = ValueError(
-                    f"log-weights of shape {tuple(log_w.shape)}, expected {(2, args[0].shape[0])}"
-                )
+    error = broadcast_error(model, guide, args, nesting)
     if error is not None:
         raise ValueError(
             f"{what} draws several samples per data point at once, in a pyro.plate at dim "
@@ -98,5 +157,7 @@ def check_sample_dimension(model, guide, args, nesting: int, what: str) -> None:
             "tensor computed from a latent keeps its leading dimensions: index with x[..., i] "
             "rather than x[:, i], replace boolean-mask indexing y[mask] by "
             "torch.where(mask, y, other) or poutine.mask, and build shapes from the latent "
-            f"(z.shape[:-1]) rather than from x.shape[0]. See {DOCS_SAMPLE_DIMENSION}."
+            f"(z.shape[:-1]) rather than from x.shape[0]. See {DOCS_SAMPLE_DIMENSION}. "
+            "evaluate.elbo and evaluate.log_likelihood evaluate such a pair anyway, one draw "
+            "at a time."
         ) from error

@@ -106,8 +106,8 @@ class _Loss(nn.Module):
         self.module = module
         self.elbo, self.model, self.guide = elbo, model, guide
 
-    def forward(self, *args):
-        return self.elbo.differentiable_loss(self.model, self.guide, *args)
+    def forward(self, *args, **kwargs):
+        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
 
 
 def wrap_loss(module: nn.Module, elbo, model, guide, find_unused_parameters: bool = False):

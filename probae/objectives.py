@@ -60,6 +60,7 @@ from torch.distributions import kl_divergence
 
 from . import importance
 from ._common import positive_int
+from .checks import broadcast_error, check_sample_dimension
 from .terms import KL_KEY
 
 __all__ = [
@@ -121,6 +122,7 @@ class IWAE(RenyiELBO):
         parameter (reparameterized guides only)."""
         if self.enumerate:
             return self._enumerated_loss(model, guide, args, kwargs)
+        particles = []  # one vectorized pass, or one pass per particle
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
             log_w = 0.0
@@ -135,16 +137,18 @@ class IWAE(RenyiELBO):
                             f"loss='iwae' needs reparameterized guide sites; {name!r} is not"
                         )
                     log_w = log_w - torch_sum(site["log_prob"], sum_dims)
-        if self.num_particles == 1:
-            log_w = log_w.unsqueeze(0)
+            particles.append(log_w)
+        if self.vectorize_particles and self.num_particles > 1:
+            log_w = particles[0]
+        else:
+            log_w = torch.stack(particles)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
         return -bound.sum()
 
     def _enumerated_loss(self, model, guide, args, kwargs):
         # Enumerated sites are summed out of each weight (importance.log_weights),
         # with site scales applied as TraceEnum_ELBO applies them.
-        if kwargs:
-            raise ValueError("IWAE(enumerate=True) takes positional model arguments only")
+        args = importance.Arguments(args, kwargs) if kwargs else args
         nesting = self.max_plate_nesting - 1  # less the particle plate
         pair = importance.traces(model, guide, args, self.num_particles, nesting)
         for name, site in prune_subsample_sites(pair[0]).nodes.items():
@@ -660,8 +664,10 @@ def inspect_pair(model, guide, args) -> PairInfo:
     :raises ValueError: naming the site, for such a site.
     """
     with poutine.block(), importance.preserve_rng(args):
-        guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+        guide_trace = poutine.trace(guide).get_trace(*args, **getattr(args, "kwargs", {}))
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **getattr(args, "kwargs", {})
+        )
     guide_trace = prune_subsample_sites(guide_trace)
     model_trace = prune_subsample_sites(model_trace)
     guide_enumerated = [
@@ -911,20 +917,42 @@ def objective_for(loss, num_particles: int, info: PairInfo, gradient: str | None
     return elbo, lambda model: prior_proposed(model, info.prior_proposed)
 
 
-def for_pair(loss, num_particles: int, pair, probe, gradient: str | None = None):
+def for_pair(loss, num_particles: int, pair, probe, gradient: str | None = None, others=()):
     """The objective for a :class:`~probae._common.Pair` on its first batch ``probe``:
     :func:`inspect_pair`, then :func:`objective_for`, then, for vectorized particles,
-    :func:`probae.checks.check_sample_dimension`.
+    :func:`probae.checks.broadcast_error`: a pair that does not broadcast over the
+    particle dimension gets its particles one pass each where the objective allows.
 
+    :param others: first batches of other kinds (the unlabelled batches of a
+        semi-supervised run, whose guide enumerates the label), inspected too.
     :returns: ``(elbo, pair)``, the pair's model wrapped as :func:`objective_for` says.
     """
-    from .checks import check_sample_dimension
-
     num_particles = positive_int("num_particles", num_particles)
     info = inspect_pair(pair.model, pair.guide, probe)
+    for other in others:
+        more = inspect_pair(pair.model, pair.guide, other)
+        info = PairInfo(
+            *(a + [n for n in b if n not in a] for a, b in zip(info[:3], more[:3], strict=True)),
+            max(info.max_plate_nesting, more.max_plate_nesting),
+        )
     elbo, wrap = objective_for(loss, num_particles, info, gradient)
     pair = pair._replace(model=wrap(pair.model))
     if getattr(elbo, "vectorize_particles", False) or isinstance(elbo, IWAE):
         what = f"loss={loss!r}" if isinstance(loss, str) else type(loss).__name__
-        check_sample_dimension(pair.model, pair.guide, probe, info.max_plate_nesting, what)
+        nesting = info.max_plate_nesting
+        error = broadcast_error(pair.model, pair.guide, probe, nesting)
+        if error is not None:
+            # Pyro's ELBOs and the plain IWAE draw particles one pass each when told to
+            if type(elbo) in (ReparamELBO, MeanFieldELBO, IWAE) and not info.enumerated:
+                warnings.warn(
+                    f"{what}: the pair does not broadcast over a particle dimension "
+                    f"({type(error).__name__}: {error}); its {num_particles} particles are "
+                    "drawn one pass each, exactly but more slowly than in one vectorized pass",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                elbo.vectorize_particles = False
+                pair = pair._replace(vectorized=False)
+            else:
+                check_sample_dimension(pair.model, pair.guide, probe, nesting, what)
     return elbo, pair

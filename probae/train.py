@@ -47,10 +47,11 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
-from . import _runstate, _validate, batches, distributed, objectives, rundir, schedules
+from . import _runstate, _validate, batches, distributed, importance, objectives, rundir, schedules
 from . import callbacks as _callbacks
 from . import data as _data
-from ._common import as_pair, positive_int, prepare
+from ._common import as_pair, device_of, positive_int, prepare
+from ._pyro_optim import PyroOptimizer, is_pyro_optimizer
 from .checks import check_parameters
 from .saving import CHECKPOINT_NAME, model_config, write_checkpoint
 from .saving import read_checkpoint as load_checkpoint
@@ -198,14 +199,21 @@ def fit(
     num_workers: int = 0,
     in_memory: bool | None = None,
     check_data: bool = True,
+    reduction: str | None = None,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
     :param model: a probae model, or a user's own ``(model, guide)`` pair of callables
-        taking ``(x)`` or ``(x, c)``.
-    :param data: a :class:`~probae.data.Dataset`, a tensor of shape ``(N, ...)``, a
-        map-style :class:`torch.utils.data.Dataset` (items ``x`` or ``(x, y)``) or a
-        :class:`~torch.utils.data.DataLoader` (see :mod:`probae.batches`).
+        written for ``SVI.step``: taking ``(x)`` or ``(x, c)`` when ``data`` is a tensor
+        or data set, or whatever arguments its own batches hold.
+    :param data: a :class:`~probae.data.Dataset`, a tensor of shape ``(N, ...)``
+        (``(N,)``: N scalar points), a map-style :class:`torch.utils.data.Dataset`
+        (items ``x`` or ``(x, y)``), a :class:`~torch.utils.data.DataLoader`, or any
+        re-iterable of the pair's own batches (a list, a DataLoader with its own
+        ``collate_fn``, :func:`probae.batches.alternate` of labelled and unlabelled
+        loaders) whose items are tuples (positional arguments), dicts (keyword
+        arguments) or tensors, passed to model and guide as
+        ``SVI.step(*args, **kwargs)`` passes them (see :mod:`probae.batches`).
     :param int epochs: total epochs (with ``resume=True``, counted from the run's start).
     :param int batch_size: points per step (a DataLoader keeps its own).
     :param loss: ``"elbo"``, ``"meanfield"``, ``"iwae"``; ``"miwae"``, ``"piwae"``,
@@ -221,7 +229,16 @@ def fit(
         (:func:`default_optimizer`; default: 1e-3; when
         resuming, the run's own). A learning rate given on resume replaces the run's, so a
         run that diverged can continue from its last good checkpoint at a lower one.
-    :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam.
+    :param optimizer: a callable ``params -> torch.optim.Optimizer`` replacing Adam, or a
+        :mod:`pyro.optim` optimizer (``pyro.optim.ClippedAdam({...})``, a
+        ``PyroLRScheduler``, stepped after every epoch), driven as ``SVI`` drives it: one
+        PyTorch optimizer per parameter, each clipped on its own.
+    :param str reduction: what each step differentiates: ``"mean"``, the loss per data
+        point of the batch (the default with a PyTorch optimizer: the learning rate does
+        not depend on the batch size), or ``"sum"``, the batch's whole loss as
+        :class:`pyro.infer.SVI` differentiates it (the default with a :mod:`pyro.optim`
+        optimizer, so a program trains under ``fit`` as under its own ``SVI`` loop).
+        A subsampled plate's loss is scaled as Pyro scales it either way.
     :param str binarize: ``"dynamic"`` (a fresh Bernoulli draw of every batch, for
         Bernoulli likelihoods on grey levels), ``"static"`` (one draw, seeded; in-memory
         data only) or None.
@@ -314,6 +331,7 @@ def _fit(
     num_workers,
     in_memory,
     check_data,
+    reduction,
 ):
     pair = as_pair(model)
     module = pair.module
@@ -360,11 +378,18 @@ def _fit(
         pyro.set_rng_seed(seed)
     world = distributed.world_size()
     _decorrelate_ranks()
+    train = None
 
     c_shape = getattr(module, "c_shape", None)
     x_shape = getattr(module, "x_shape", None)
-    data = batches.materialize(data, in_memory, num_workers, x_shape=x_shape)
-    if batches.is_streamable(data):
+    reduction = _reduction(reduction, optimizer)
+    if batches.is_program_data(data, module):
+        train = _program_source(data, pair, c, condition, binarize, "data")
+    else:
+        data = batches.materialize(data, in_memory, num_workers, x_shape=x_shape)
+    if train is not None:
+        pass
+    elif batches.is_streamable(data):
         if binarize == "static":
             raise ValueError(
                 "binarize='static' needs in-memory data (one seeded draw of the whole set); "
@@ -381,7 +406,9 @@ def _fit(
             raise ValueError("observation='c' needs a condition c (c= or condition=)")
         train = batches.InMemory(*_training_data(data, module, c, binarize, "data", observed))
     val = None
-    if validation is not None:
+    if validation is not None and batches.is_program_data(validation, module):
+        val = _program_source(validation, pair, validation_c, None, binarize, "validation")
+    elif validation is not None:
         validation = batches.materialize(validation, in_memory, num_workers, x_shape=x_shape)
         if batches.is_streamable(validation):
             val = batches.streamed(
@@ -407,16 +434,21 @@ def _fit(
     target_beta = getattr(module, "beta", None)
     device = train.device
     n = len(train)
-    if train.streamed and train.loader is not None:
+    if getattr(train, "program", False):
+        steps_per_epoch = len(train)  # its batches (0: not known ahead)
+    elif train.streamed and train.loader is not None:
         steps_per_epoch = len(train.loader)
     else:
         steps_per_epoch = math.ceil(math.ceil(n / world) / batch_size)
 
     # Discover every parameter (and initialize any pyro.param) before building the optimizer.
     params = _Parameters(module)
-    probe_x, probe_c = train.head(batch_size)
-    probe = _dynamic(_args(probe_x, probe_c), binarize, observed)
-    elbo, pair = objectives.for_pair(loss, num_particles, pair, probe, gradient)
+    probe = _dynamic(_batch_args(train, train.head(batch_size)), binarize, observed)
+    others = []
+    if getattr(train, "program", False):
+        _check_point_count(pair, probe)
+        others = [_dynamic(p, binarize, observed) for p in train.probes()]
+    elbo, pair = objectives.for_pair(loss, num_particles, pair, probe, gradient, others)
     objective = elbo
     if isinstance(kl_schedule, schedules.Capacity):
         if isinstance(elbo, TraceEnum_ELBO) or getattr(elbo, "enumerate", False):
@@ -424,25 +456,23 @@ def _fit(
         objective = kl_schedule
     recorder = LossTerms(getattr(objective, "elbo", objective))
     autocast = _autocast(precision, device, module)
-    with poutine.trace(param_only=True) as capture, autocast():
-        probe_loss = objective.differentiable_loss(pair.model, pair.guide, *probe)
+    # the probe leaves the random stream where it was: the first step draws what an
+    # SVI.step on the first batch would draw
+    with poutine.trace(param_only=True) as capture, autocast(), importance.preserve_rng(probe):
+        probe_loss = objective.differentiable_loss(pair.model, pair.guide, *probe, **_kwargs(probe))
     params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
     grads = check_parameters(probe_loss, params.params, params.store_names, module)
-    optim = (
-        optimizer(params.params)
-        if optimizer is not None
-        else default_optimizer(params.params, lr=1e-3 if lr is None else lr)
-    )
+    optim = _optimizer(optimizer, params.params, lr, lr_schedule)
     if world > 1:
         # DistributedDataParallel averages the gradients of the ranks' per-point losses.
         unused = any(g is None for g in grads)
         loss_of = distributed.wrap_loss(module, objective, pair.model, pair.guide, unused)
     else:
 
-        def loss_of(*args):
-            return objective.differentiable_loss(pair.model, pair.guide, *args)
+        def loss_of(*args, **kwargs):
+            return objective.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
 
     history = History()
     start_epoch, step = 0, 0
@@ -459,6 +489,7 @@ def _fit(
             binarize=binarize,
             beta_warmup=beta_warmup,
             seed=seed,
+            reduction=reduction,
         )
         checkpoint, restored = _open_run(
             checkpoint_dir,
@@ -509,11 +540,13 @@ def _fit(
     bar = _callbacks.ProgressBar(_progress_enabled(progress))
     hooked.append(bar)
     scheduled = [s for s in (lr_schedule, kl_schedule) if s is not None]
+    if isinstance(optim, PyroOptimizer):
+        hooked.insert(0, _PyroSchedulerStep(optim))
     try:
         _loop(
             state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
             recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
-            observed, saved,
+            observed, saved, reduction,
         )  # fmt: skip
     finally:
         run_lock.close()
@@ -546,7 +579,7 @@ def default_optimizer(params, lr: float = 1e-3) -> torch.optim.Adam:
 def _loop(
     state, hooked, scheduled, train, val, objective, pair, loss_of, params, optim,
     recorder, autocast, binarize, batch_size, clip_grad_norm, checkpoint, check_data,
-    observed, saved,
+    observed, saved, reduction,
 ):  # fmt: skip
     module = state.module
     world = distributed.world_size()
@@ -562,15 +595,17 @@ def _loop(
                 module.train()
             _call(hooked, "on_epoch_begin", state)
             order = lambda: _epoch_batches(n, batch_size, device)  # noqa: E731
-            for index, (xb, cb) in enumerate(train.batches(order, state.steps_per_epoch)):
+            for index, batch in enumerate(train.batches(order, state.steps_per_epoch)):
                 for schedule in scheduled:
                     schedule.apply(state)
+                args = _batch_args(train, batch)
+                count = importance.points(args)
                 if binarize is not None and train.streamed:
-                    if check_data and _outside_unit_interval(xb):
+                    if check_data and _outside_unit_interval(args[observed]):
                         raise ValueError(f"binarize={binarize!r} needs data in [0, 1]")
-                args = _dynamic(_args(xb, cb), binarize, observed)
+                args = _dynamic(args, binarize, observed)
                 with poutine.trace(param_only=True) as capture, autocast():
-                    batch_loss = loss_of(*args)
+                    batch_loss = loss_of(*args, **_kwargs(args))
                 value = batch_loss.item()
                 if world > 1:  # every rank sees the same total, so all stop together
                     value = distributed.all_sum(value, device)
@@ -584,12 +619,12 @@ def _loop(
                 if new:
                     optim.add_param_group({"params": new})
                 optim.zero_grad(set_to_none=True)
-                (batch_loss / xb.shape[0]).backward()
+                (batch_loss / count if reduction == "mean" else batch_loss).backward()
                 if clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params.params, clip_grad_norm)
                 optim.step()
                 state.step += 1
-                _call(hooked, "on_step_end", state, value, recorder.last, xb.shape[0] * world)
+                _call(hooked, "on_step_end", state, value, recorder.last, count * world)
             with autocast():
                 state.validation = _validation_loss(
                     objective, pair, module, val, batch_size, recorder, binarize == "dynamic"
@@ -741,9 +776,23 @@ def _open_run(
     return checkpoint, restored
 
 
+class _PyroSchedulerStep(_callbacks.Callback):
+    """Steps a pyro.optim scheduler after every epoch."""
+
+    def __init__(self, optim):
+        self.optim = optim
+
+    def on_epoch_end(self, state):
+        self.optim.end_epoch()
+
+
 def _fingerprint(train) -> str:
     """The training data's fingerprint, for resume checks: every value of in-memory data;
     the size and the first batch of streamed data (reading it all would cost an epoch)."""
+    if getattr(train, "program", False):
+        first = train.head()
+        tensors = [v for v in (*first, *first.kwargs.values()) if isinstance(v, torch.Tensor)]
+        return f"{len(train)}:" + "".join(_runstate.fingerprint(t) for t in tensors)
     if not train.streamed:
         return _runstate.fingerprint(train.x, train.c)
     x, c = train.head(64)
@@ -784,13 +833,101 @@ def _args(x, c):
     return (x,) if c is None else (x, c)
 
 
+def _batch_args(source, batch):
+    """A batch's arguments: a program's own, or ``(x,)`` / ``(x, c)``."""
+    return batch if getattr(source, "program", False) else _args(*batch)
+
+
+def _kwargs(args) -> dict:
+    return getattr(args, "kwargs", {})
+
+
+def _reduction(reduction, optimizer) -> str:
+    if reduction is None:
+        return "sum" if is_pyro_optimizer(optimizer) else "mean"
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction
+
+
+def _optimizer(optimizer, params, lr, lr_schedule):
+    """The optimizer: Adam by default, a factory's, or a pyro.optim one driven as SVI does."""
+    if optimizer is None:
+        return default_optimizer(params, lr=1e-3 if lr is None else lr)
+    if is_pyro_optimizer(optimizer):
+        if lr is not None:
+            raise ValueError(
+                "lr= sets the default optimizer's learning rate; a pyro.optim optimizer "
+                "carries its own (in its optim_args)"
+            )
+        if lr_schedule is not None:
+            raise ValueError(
+                "lr_schedule= drives a PyTorch optimizer; with a pyro.optim optimizer use a "
+                "pyro.optim scheduler (pyro.optim.ExponentialLR({...}), stepped every epoch)"
+            )
+        return PyroOptimizer(optimizer, params)
+    if not callable(optimizer):
+        raise TypeError(
+            "optimizer must be a callable params -> torch.optim.Optimizer or a pyro.optim "
+            f"optimizer, got {type(optimizer).__name__}"
+        )
+    return optimizer(params)
+
+
+def _program_source(data, pair, c, condition, binarize, name):
+    """A :class:`probae.batches.Program` over a program's own batches, for training."""
+    if c is not None or condition is not None:
+        raise ValueError(
+            f"c= and condition= go with {name} given as a tensor or data set; batches of a "
+            "program's own arguments carry their conditions themselves"
+        )
+    if binarize == "static":
+        raise ValueError(
+            f"binarize='static' needs {name} as a tensor or data set (one seeded draw of the "
+            "whole set); use binarize='dynamic' or binarize the data first"
+        )
+    device = device_of(pair.module) if pair.module is not None else None
+    source = batches.Program(data, pair.model, device, name)
+    if source.one_shot and name == "data":
+        raise ValueError(
+            f"{name} is an iterator, which can be read once, and fit reads the data every "
+            "epoch: pass a list of batches, a DataLoader, or an object whose iter() starts afresh"
+        )
+    return source
+
+
+def _check_point_count(pair, probe) -> None:
+    """The points of a program's batch are counted as its first tensor's leading
+    dimension (for reduction="mean" and the per-point losses reported): checked once
+    against the size of the data plate."""
+    n = importance.points(probe)
+    with poutine.block(), torch.no_grad(), importance.preserve_rng(probe):
+        guide_trace = poutine.trace(pair.guide).get_trace(*probe, **_kwargs(probe))
+        model_trace = poutine.trace(poutine.replay(pair.model, trace=guide_trace)).get_trace(
+            *probe, **_kwargs(probe)
+        )
+    try:
+        plate = importance.data_plate((guide_trace, model_trace), size=n)
+    except importance.PairError:
+        return  # no data plate: the loss is still the program's, per point unknown
+    for trace in (model_trace, guide_trace):
+        for site in trace.nodes.values():
+            for frame in site.get("cond_indep_stack", ()):
+                if frame.name == plate and frame.size not in (-1, n, frame.full_size or n):
+                    raise ValueError(
+                        f"the first tensor of each batch has {n} rows but the data plate "
+                        f"{plate!r} has {frame.size} points: put the batch's data first, or "
+                        "pass reduction='sum' (the program's own loss, as SVI takes it)"
+                    )
+
+
 def _dynamic(args, binarize, observed):
     """The batch's arguments with the observation drawn afresh (binarize='dynamic')."""
     if binarize != "dynamic":
         return args
-    args = list(args)
-    args[observed] = torch.bernoulli(args[observed])
-    return tuple(args)
+    drawn = list(args)
+    drawn[observed] = torch.bernoulli(drawn[observed])
+    return importance.Arguments(drawn, _kwargs(args))
 
 
 def _outside_unit_interval(x) -> bool:
@@ -829,11 +966,15 @@ def _validation_loss(elbo, pair, module, val, batch_size, recorder=None, binariz
     total, count, terms = 0.0, 0, None
     try:
         with torch.no_grad():
-            for xb, cb in val.in_order(batch_size):
+            for batch in val.in_order(batch_size):
+                args = _batch_args(val, batch)
                 if generator is not None:  # one fixed draw, so epochs are comparable
+                    xb = args[0]
                     xb = torch.bernoulli(xb.cpu(), generator=generator).to(xb.device, xb.dtype)
-                total += elbo.differentiable_loss(pair.model, pair.guide, *_args(xb, cb)).item()
-                count += xb.shape[0]
+                    args = (xb, *args[1:])
+                loss = elbo.differentiable_loss(pair.model, pair.guide, *args, **_kwargs(args))
+                total += loss.item()
+                count += importance.points(args)
                 last = None if recorder is None else recorder.last
                 if last is not None:
                     terms = last if terms is None else {k: terms[k] + last[k] for k in last}

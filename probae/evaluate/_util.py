@@ -14,9 +14,9 @@ import torch
 from pyro import poutine
 
 from .. import importance
-from .._common import as_pair, positive_int, prepare
-from ..batches import Streamed, is_streamable, materialize, streamed
-from ..checks import check_sample_dimension
+from .._common import as_pair, device_of, positive_int, prepare
+from ..batches import Program, Streamed, is_program_data, is_streamable, materialize, streamed
+from ..checks import broadcast_error, check_sample_dimension
 
 
 def _args(x, c):
@@ -24,6 +24,9 @@ def _args(x, c):
 
 
 def _per_batch(x, c, batch_size):
+    if isinstance(x, Program):  # the program's own batches, as they come
+        yield from x.batches()
+        return
     if isinstance(x, Streamed):  # a torch Dataset or DataLoader, read in order
         for xb, cb in x.in_order(batch_size):
             yield _args(xb, cb)
@@ -33,15 +36,26 @@ def _per_batch(x, c, batch_size):
         yield _args(x[start:stop], None if c is None else c[start:stop])
 
 
-def _setup(model, data, c, batch_size, what, needs_density):
+def _setup(model, data, c, batch_size, what, needs_density, one_at_a_time=False, plate=None):
+    """The pair, the data as a source of batches, and the pair's plate nesting, after
+    the checks every estimator makes on a first batch.
+
+    :param bool one_at_a_time: the caller can draw one sample at a time: a pair that does
+        not broadcast over a sample dimension is then marked ``vectorized=False`` (with
+        one notice) instead of refused.
+    :returns: ``(pair, x, c, batch_size, nesting)``.
+    """
     pair = as_pair(model)
-    data = materialize(data, x_shape=getattr(pair.module, "x_shape", None))
-    if is_streamable(data):
-        x = streamed(data, pair.module, c, None, "data")
-        probe = _args(*x.head(2))
+    if is_program_data(data, pair.module):
+        if c is not None:
+            raise ValueError(
+                "c= goes with data given as a tensor or data set; batches of a program's own "
+                "arguments carry their conditions themselves"
+            )
+        x = Program(data, pair.model, device_of(pair.module) if pair.module is not None else None)
+        probe = x.head()
     else:
-        x, c = prepare(data, pair.module, c)
-        probe = _args(x[:2], None if c is None else c[:2])
+        x, c, probe = _tensor_source(pair, data, c)
     batch_size = positive_int("batch_size", batch_size)
     # The probes run the pair as the estimate will: in eval mode (a guide may add
     # training-only terms that draw random numbers of their own).
@@ -49,8 +63,51 @@ def _setup(model, data, c, batch_size, what, needs_density):
         if needs_density:
             importance.check_guide_has_density(pair.guide, probe, what)
         nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)
-        check_sample_dimension(pair.model, pair.guide, probe, nesting, what)
+        error = broadcast_error(pair.model, pair.guide, probe, nesting)
+        if error is not None:
+            if not one_at_a_time:
+                check_sample_dimension(pair.model, pair.guide, probe, nesting, what)
+            warnings.warn(
+                f"{what}: the pair does not broadcast over a sample dimension "
+                f"({type(error).__name__}: {error}); its samples are drawn one at a time, "
+                "exactly but more slowly than in one vectorized pass",
+                UserWarning,
+                stacklevel=3,
+            )
+            pair = pair._replace(vectorized=False)
+        _say_enumeration(pair, probe, what)
     return pair, x, c, batch_size, nesting
+
+
+def _say_enumeration(pair, probe, what: str) -> None:
+    """The notice that a guide site marked for enumeration is sampled by the estimators."""
+    guide_trace = _guide_trace(pair.guide, probe)
+    marked = [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and site["infer"].get("enumerate") in ("parallel", "sequential")
+    ]
+    if marked:
+        warnings.warn(
+            f"{what} samples the guide's sites {marked} (marked for enumeration) from the "
+            "guide, each draw weighted by its guide probability, which keeps the estimate "
+            "unbiased; the model's own enumerated sites are summed out exactly",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _tensor_source(pair, data, c):
+    data = materialize(data, x_shape=getattr(pair.module, "x_shape", None))
+    if is_streamable(data):
+        x = streamed(data, pair.module, c, None, "data")
+        probe = _args(*x.head(2))
+    else:
+        x, c = prepare(data, pair.module, c)
+        probe = _args(x[:2], None if c is None else c[:2])
+    return x, c, probe
 
 
 class _ValidateOnce:
@@ -102,7 +159,7 @@ def _data_tensor(data):
         x = stream.head(1)[0]
         return torch.empty(len(stream), *x.shape[1:], device="meta")  # shape only
     x = as_tensor(data)
-    if x.dim() < 2 or x.shape[0] == 0:
+    if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
     return x
 
@@ -131,7 +188,7 @@ def _latent_site(trace, what: str):
 
 def _guide_trace(guide, args):
     with poutine.block():
-        return poutine.trace(guide).get_trace(*args)
+        return poutine.trace(guide).get_trace(*args, **getattr(args, "kwargs", {}))
 
 
 def _prior_of(pair, args, what: str):
@@ -143,8 +200,10 @@ def _prior_of(pair, args, what: str):
     if isinstance(prior, torch.nn.Module):
         return prior((n,)) if len(args) == 1 else prior((n,), args[1])
     with poutine.block():
-        guide_trace = poutine.trace(pair.guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(pair.model, trace=guide_trace)).get_trace(*args)
+        guide_trace = poutine.trace(pair.guide).get_trace(*args, **getattr(args, "kwargs", {}))
+        model_trace = poutine.trace(poutine.replay(pair.model, trace=guide_trace)).get_trace(
+            *args, **getattr(args, "kwargs", {})
+        )
     for name, site in model_trace.nodes.items():
         if site["type"] == "sample" and site["infer"].get("enumerate") == "parallel":
             raise ValueError(

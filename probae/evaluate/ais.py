@@ -189,6 +189,9 @@ class _Path:
                 poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace
             )
         self.sites = []
+        plate = importance.data_plate(
+            (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)), size=n
+        )
         for name, site in prune_subsample_sites(guide_trace).nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
@@ -200,11 +203,11 @@ class _Path:
                 )
             value = site["value"]
             batch_dims = value.dim() - len(fn.event_shape)
-            data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == importance.DATA_PLATE]
+            data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == plate]
             if not data_dims or batch_dims + data_dims[0] != 1 or value.shape[0] != num_chains:
                 raise ValueError(
-                    f"{what} needs every guide site in pyro.plate({importance.DATA_PLATE!r}) as "
-                    f"its outermost plate; site {name!r} has shape {tuple(value.shape)}"
+                    f"{what} needs every guide site in the data plate pyro.plate({plate!r}) "
+                    f"as its outermost plate; site {name!r} has shape {tuple(value.shape)}"
                 )
             self.sites.append((name, value.shape[2:]))
         if not self.sites:

@@ -313,7 +313,7 @@ def elbo_surgery(model, data, num_samples: int = 10, c=None, batch_size: int = 1
         ]
         for args in batches:
             with pyro.plate(importance.SAMPLE_PLATE, num_samples, dim=-(nesting + 1)):
-                trace = poutine.trace(pair.guide).get_trace(*args)
+                trace = poutine.trace(pair.guide).get_trace(*args, **getattr(args, "kwargs", {}))
             site = _latent_site(trace, "elbo_surgery")
             z = site["value"]  # (S, B, *event)
             log_q = importance._per_point(site, importance._site_log_prob(site), nesting)

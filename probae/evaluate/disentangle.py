@@ -866,14 +866,18 @@ def kl_decomposition(
         posteriors = []
         for args in batches:
             with poutine.block():
-                site = _latent_site(poutine.trace(pair.guide).get_trace(*args), what)
+                site = _latent_site(
+                    poutine.trace(pair.guide).get_trace(*args, **getattr(args, "kwargs", {})), what
+                )
             posteriors.append(_factorized(site["fn"], what, "posterior"))
         for args in batches:
             with (
                 poutine.block(),
                 pyro.plate(importance.SAMPLE_PLATE, num_samples, dim=-(nesting + 1)),
             ):
-                site = _latent_site(poutine.trace(pair.guide).get_trace(*args), what)
+                site = _latent_site(
+                    poutine.trace(pair.guide).get_trace(*args, **getattr(args, "kwargs", {})), what
+                )
             z = site["value"]  # (S, B, D)
             log_q = site["fn"].log_prob(z)
             prior = _prior_of(pair, args, what)

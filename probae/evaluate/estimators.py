@@ -102,27 +102,50 @@ class LogLikelihood:
         )
 
 
-def elbo(model, data, num_particles: int = 1, c=None, batch_size: int = 1000) -> torch.Tensor:
+def elbo(
+    model, data, num_particles: int = 1, c=None, batch_size: int = 1000, plate=None
+) -> torch.Tensor:
     """The ELBO of each data point, averaged over ``num_particles`` draws from the guide.
 
     For a deterministic autoencoder (a Delta guide) this is the per-point
     objective, the negative of its training loss.
 
+    Each point's log-weight sums every site of that point: several latent sites,
+    sites in nested plates, the steps of a ``pyro.markov`` sequence. The model's
+    sites marked for enumeration are summed out exactly; guide sites marked for
+    enumeration are sampled from the guide (said in a notice). A pair that does not
+    broadcast over a sample dimension is run once per particle (said in a notice).
+
     :param model: a probae model or a ``(model, guide)`` pair.
-    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param data: a :class:`~probae.data.Dataset`, a tensor of shape ``(N, ...)``
+        (``(N,)``: N scalar points), a torch Dataset or DataLoader, or any iterable of
+        the pair's own batches (a list, a DataLoader with its own ``collate_fn``) whose
+        items are tuples (positional arguments), dicts (keyword arguments) or tensors,
+        passed to model and guide as ``SVI.step(*args, **kwargs)`` passes them (see
+        :mod:`probae.batches`); per-point results come in the order of the batches.
     :param int num_particles: draws per point.
     :param c: conditions, one row per point, for conditional models.
-    :param int batch_size: points evaluated at once.
+    :param int batch_size: points evaluated at once (data given as tensors or data sets).
+    :param str plate: the name of the pair's data plate; None finds it: the outermost
+        plate that holds every sample site.
     :returns: a tensor of shape ``(N,)``.
     """
     num_particles = _validate.samples("num_particles", num_particles)
-    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False)
+    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False, True)
     out = []
     checks = _ValidateOnce(pair.module)
     with torch.no_grad(), _eval_mode(pair.module):
         for args in _per_batch(x, c, batch_size):
             with checks():
-                lw = importance.log_weights(pair.model, pair.guide, args, num_particles, nesting)
+                lw = importance.log_weights(
+                    pair.model,
+                    pair.guide,
+                    args,
+                    num_particles,
+                    nesting,
+                    vectorized=pair.vectorized,
+                    plate=plate,
+                )
             out.append(lw.mean(0))
     return torch.cat(out)
 
@@ -137,6 +160,7 @@ def log_likelihood(
     psis: bool | None = None,
     keep_log_weights: bool = False,
     method: str = "iwae",
+    plate=None,
     **ais_options,
 ) -> LogLikelihood:
     r"""The importance-weighted estimate of log p(x) for each data point, with the
@@ -153,10 +177,18 @@ def log_likelihood(
     the points exceed the threshold.
 
     Refuses models whose guide is a Delta distribution: a point mass has no
-    density to weight by.
+    density to weight by. Each weight sums every site of its point, sums the model's
+    enumerated sites out exactly and samples the guide's enumerable sites (said in a
+    notice); a pair that does not broadcast over a sample dimension is run once per
+    sample, with the same draws (said in a notice).
 
     :param model: a probae model or a ``(model, guide)`` pair.
-    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
+    :param data: a :class:`~probae.data.Dataset`, a tensor of shape ``(N, ...)``
+        (``(N,)``: N scalar points), a torch Dataset or DataLoader, or any iterable of
+        the pair's own batches (a list, a DataLoader with its own ``collate_fn``) whose
+        items are tuples (positional arguments), dicts (keyword arguments) or tensors,
+        passed to model and guide as ``SVI.step(*args, **kwargs)`` passes them (see
+        :mod:`probae.batches`); per-point results come in the order of the batches.
     :param int num_samples: importance samples S per point.
     :param int chunk_size: samples drawn at once (memory grows with
         ``chunk_size * batch_size``).
@@ -170,6 +202,7 @@ def log_likelihood(
     :param str method: ``"iwae"``, or ``"ais"`` for annealed importance sampling
         (:func:`probae.evaluate.ais_log_likelihood`, which takes ``ais_options`` such as
         ``num_chains``, ``steps`` and ``transition``; ``batch_size`` and ``c`` pass on).
+    :param str plate: the name of the pair's data plate; None finds it.
     :rtype: LogLikelihood
     """
     if method == "ais":
@@ -189,7 +222,9 @@ def log_likelihood(
             f"psis=True needs num_samples >= {PSIS_MIN_SAMPLES} to fit the tail of the "
             f"weights, got num_samples={num_samples}"
         )
-    pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "log_likelihood", True)
+    pair, x, c, batch_size, nesting = _setup(
+        model, data, c, batch_size, "log_likelihood", True, True
+    )
     keep = psis or keep_log_weights
     out, khats, smoothed, kept = [], [], [], []
     checks = _ValidateOnce(pair.module)
@@ -199,7 +234,15 @@ def log_likelihood(
             for start in range(0, num_samples, chunk_size):
                 k = min(chunk_size, num_samples - start)
                 with checks():
-                    lw = importance.log_weights(pair.model, pair.guide, args, k, nesting)
+                    lw = importance.log_weights(
+                        pair.model,
+                        pair.guide,
+                        args,
+                        k,
+                        nesting,
+                        vectorized=pair.vectorized,
+                        plate=plate,
+                    )
                 if keep:
                     chunks.append(lw)
                 chunk = torch.logsumexp(lw, 0)

@@ -339,7 +339,11 @@ def _draws(model, data, c, max_points, seed):
         # Seeded draws that leave the caller's random stream untouched.
         with torch.random.fork_rng(devices=devices), torch.no_grad(), poutine.block():
             torch.manual_seed(seed)
-            site = poutine.trace(pair.guide).get_trace(*args).nodes.get("z")
+            site = (
+                poutine.trace(pair.guide)
+                .get_trace(*args, **getattr(args, "kwargs", {}))
+                .nodes.get("z")
+            )
         if site is None or site["type"] != "sample":
             raise ValueError("aggregate_posterior needs the guide to sample a site named 'z'")
         z = site["value"].reshape(x.shape[0], -1)

@@ -24,3 +24,4 @@ def test_writing_your_own_pair_snippets_run():
             exec(compile(code, str(DOC), "exec"), namespace)
     assert any("model sites ['s'] are not in the guide" in str(w.message) for w in caught)
     assert namespace["ll"].values.shape == (64,)
+    assert namespace["per_point"].shape == (40,)  # the padded sequences, in order

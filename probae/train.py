@@ -456,11 +456,17 @@ def _fit(
         objective = kl_schedule
     recorder = LossTerms(getattr(objective, "elbo", objective))
     autocast = _autocast(precision, device, module)
-    # the probe leaves the random stream where it was: the first step draws what an
-    # SVI.step on the first batch would draw
-    with poutine.trace(param_only=True) as capture, autocast(), importance.preserve_rng(probe):
-        probe_loss = objective.differentiable_loss(pair.model, pair.guide, *probe, **_kwargs(probe))
-    params.add_from_trace(capture.trace)
+    # the probes leave the random stream where it was: the first step draws what an
+    # SVI.step on the first batch would draw. Batches of each kind are probed (an
+    # unlabelled batch reaches the classifier that a labelled one does not).
+    probe_loss = 0.0
+    for first in (probe, *others):
+        with poutine.trace(param_only=True) as capture, autocast(), importance.preserve_rng(first):
+            loss_now = objective.differentiable_loss(
+                pair.model, pair.guide, *first, **_kwargs(first)
+            )
+        probe_loss = probe_loss + loss_now
+        params.add_from_trace(capture.trace)
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
     grads = check_parameters(probe_loss, params.params, params.store_names, module)

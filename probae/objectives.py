@@ -746,7 +746,11 @@ class _Differentiable:
     def differentiable_loss(self, model, guide, *args, **kwargs):
         if not torch.is_grad_enabled():
             value = self.elbo.loss(model, guide, *args, **kwargs)
-            return torch.as_tensor(value, dtype=args[0].dtype, device=args[0].device)
+            like = next(
+                v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)
+            )  # the loss on the data's device and in its dtype
+            dtype = like.dtype if like.is_floating_point() else None
+            return torch.as_tensor(value, dtype=dtype, device=like.device)
         if isinstance(self.elbo, TraceEnum_ELBO):
             return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
         if isinstance(self.elbo, TraceTailAdaptive_ELBO):

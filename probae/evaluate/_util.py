@@ -196,7 +196,7 @@ def _prior_of(pair, args, what: str):
     has one, else the model's distribution at site "z" (which must not depend on an
     enumerated site)."""
     prior = getattr(pair.module, "prior", None)
-    n = args[0].shape[0]
+    n = importance.points(args)
     if isinstance(prior, torch.nn.Module):
         return prior((n,)) if len(args) == 1 else prior((n,), args[1])
     with poutine.block():

@@ -182,7 +182,7 @@ class _Path:
     def __init__(self, model, guide, args, nesting, num_chains, start, what="AIS"):
         self.model, self.guide, self.args = model, guide, args
         self.nesting, self.num_chains, self.start = nesting, num_chains, start
-        n = args[0].shape[0]
+        n = importance.points(args)
         with poutine.block(), torch.no_grad():
             guide_trace = self._plated(poutine.trace(guide).get_trace)
             model_trace = self._plated(

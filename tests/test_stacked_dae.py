@@ -10,7 +10,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import probae
-from probae import cli, corruption, likelihoods
+from probae import cli, corruption, likelihoods, viz
 from probae.models import StackedDenoisingAE
 
 D = 64
@@ -111,8 +111,12 @@ def test_the_end_to_end_objective_is_the_deep_denoising_loss_by_hand(device):
     """-L(x) = -log N(x; G(F(x~)), I), x~ a masked copy of x, F the stacked sigmoid
     encoders and G the decoders, each upper layer's continuous-Bernoulli mean between."""
     x = _points(device, n=12)
-    sdae = StackedDenoisingAE((D,), layers=(16, 8, 4), corruption=corruption.MaskingNoise(0.5))
-    sdae = sdae.to(device)
+    sdae = StackedDenoisingAE(
+        (D,),
+        layers=(16, 8, 4),
+        corruption=corruption.MaskingNoise(0.5),
+        code_likelihood=likelihoods.ContinuousBernoulli(),
+    ).to(device)
     pyro.set_rng_seed(11)
     loss = Trace_ELBO().differentiable_loss(sdae.model, sdae.guide, x)
     pyro.set_rng_seed(11)
@@ -239,3 +243,11 @@ def test_command_line_trains_the_stack_greedily_then_whole(tmp_path, device):
     assert type(model) is StackedDenoisingAE and model.widths == (16, 8)
     assert (run / "filters.png").is_file()  # the first layer's filters
     assert cli.main(["train", "--model", "stacked-dae", "--z-dim", "3", "--run-dir", str(run)]) == 2
+
+
+def test_the_filters_picture_shows_the_first_layer(tmp_path, device):
+    sdae = StackedDenoisingAE((D,), layers=(9, 4)).to(device)
+    weights = viz.first_layer_weights(sdae)
+    assert torch.equal(weights, sdae.layers[0].encoder.first_layer.weight)
+    assert weights.shape == (9, D)
+    assert viz.filters(sdae, tmp_path / "filters.png").is_file()

@@ -300,7 +300,7 @@ def _add_model_options(parser) -> None:
         "--layers",
         metavar="W,W,...",
         type=_layers,
-        help="code widths of the stacked layers, bottom up; the last is the top code's "
+        help="code widths of the stacked layers, bottom up; the last is the top code's size "
         f"({_default_text('layers')}) {_only('layers')}",
     )
     group.add_argument(
@@ -1042,6 +1042,8 @@ def cmd_train(args) -> int:
                 f"--epochs {config['epochs']} would go back (give {done} or more)"
             )
         print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
+    elif unstarted and (run_dir / "pretrain").is_dir():
+        print(f"{run_dir} stopped in its greedy layer-wise training: continuing it")
     elif unstarted:
         print(f"{run_dir} stopped before its first epoch ended: starting it over with its options")
     with rundir.lock(run_dir):

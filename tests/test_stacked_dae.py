@@ -3,6 +3,7 @@ one-layer stack as a DenoisingAE, the deep denoising objective, saving, resuming
 
 import json
 import math
+import shutil
 
 import pyro
 import pytest
@@ -242,6 +243,17 @@ def test_command_line_trains_the_stack_greedily_then_whole(tmp_path, device):
     model = probae.load(run, device=device)
     assert type(model) is StackedDenoisingAE and model.widths == (16, 8)
     assert (run / "filters.png").is_file()  # the first layer's filters
+
+    # stopped after the first layer: --resume continues the greedy phase, to the same weights
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    (again / "checkpoint.pt").unlink()
+    shutil.rmtree(again / "pretrain" / "layer-2")
+    resume = ["train", "--run-dir", str(again), "--resume", "--no-progress"]
+    assert cli.main([*resume, "--device", str(device)]) == 0
+    resumed = probae.load(again, device=device)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
     assert cli.main(["train", "--model", "stacked-dae", "--z-dim", "3", "--run-dir", str(run)]) == 2
 
 

@@ -139,7 +139,7 @@ class StackedDenoisingAE(DenoisingAE):
         :class:`~probae.likelihoods.ContinuousBernoulli` suits sigmoid codes too
         (values in [0, 1]; its mean is a sigmoid-like squashing). On the digits the
         Gaussian gave the better linear-probe accuracy, the continuous Bernoulli
-        saturating a quarter of the top code's units after end-to-end training.
+        leaving a quarter of the top code's values saturated after end-to-end training.
     :param str activation: code activation :math:`s` of every layer (default sigmoid).
     """
 

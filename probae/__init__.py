@@ -32,6 +32,7 @@ from .models import (
     FactorVAE,
     KSparseAE,
     SparseAE,
+    StackedDenoisingAE,
     fit_code_prior,
     fit_latent_density,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "History",
     "KSparseAE",
     "SparseAE",
+    "StackedDenoisingAE",
     "callbacks",
     "corruption",
     "data",

@@ -20,8 +20,9 @@ Each training run lives in a *run directory* that holds
 ``probae train --model NAME`` builds any family in
 :data:`probae.models.families.FAMILIES`: ``vae``,
 ``cvae`` (conditioned on the data set's labels), and the deterministic
-autoencoders ``ae``, ``denoising-ae``, ``sparse-ae``, ``ksparse-ae`` and
-``contractive-ae``. Their guides are point masses, so ``probae evaluate``
+autoencoders ``ae``, ``denoising-ae``, ``stacked-dae`` (trained greedily layer by
+layer, ``--epochs-per-layer``, before its ``--epochs`` end to end), ``sparse-ae``,
+``ksparse-ae`` and ``contractive-ae``. Their guides are point masses, so ``probae evaluate``
 reports their per-point objective (the negative training loss) and no
 log-likelihood, and ``probae sample`` first fits a Gaussian mixture to the
 codes of their training data (:func:`probae.fit_latent_density`).
@@ -114,6 +115,18 @@ def _hidden(text: str) -> list:
     if not widths or any(w < 1 for w in widths):
         raise argparse.ArgumentTypeError(
             f"--hidden must be comma-separated positive widths like 256,256 (or none), got {text!r}"
+        )
+    return widths
+
+
+def _layers(text: str) -> list:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        widths = []
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(
+            f"--layers must be comma-separated positive code widths like 500,250,50, got {text!r}"
         )
     return widths
 
@@ -282,6 +295,21 @@ def _add_model_options(parser) -> None:
         help="level of --corruption: the fraction of values corrupted for masking and "
         "salt-and-pepper (default: 0.25), the standard deviation for gaussian (default: "
         f"0.1) {_only('noise')}",
+    )
+    group.add_argument(
+        "--layers",
+        metavar="W,W,...",
+        type=_layers,
+        help="code widths of the stacked layers, bottom up; the last is the top code's size "
+        f"({_default_text('layers')}) {_only('layers')}",
+    )
+    group.add_argument(
+        "--epochs-per-layer",
+        metavar="N",
+        type=int,
+        help="epochs of greedy layer-wise training of each layer before the --epochs of "
+        f"the whole stack; 0 for none ({_default_text('epochs_per_layer')}) "
+        f"{_only('epochs_per_layer')}",
     )
     group.add_argument(
         "--penalty",
@@ -752,8 +780,12 @@ def _resolve_config(args, stored: dict | None) -> dict:
 
 def _check_config(config: dict) -> dict:
     for key in ("z_dim", "num_particles", "batch_size"):
-        if config[key] < 1:
+        if config.get(key, 1) < 1:  # the stacked-dae has layers instead of z_dim
             raise CommandError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
+    if config.get("epochs_per_layer", 0) < 0:
+        raise CommandError(
+            f"--epochs-per-layer must be 0 or more, got {config['epochs_per_layer']}"
+        )
     if config.get("beta_warmup", 0) < 0:
         raise CommandError(f"--beta-warmup must be 0 or more, got {config['beta_warmup']}")
     for key in ("likelihood", "prior"):  # names as the registries read them
@@ -841,6 +873,21 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorbo
     saving.write_model_config(model, run_dir)  # the model's own options, as probae.save writes
     began = time.perf_counter()
     try:
+        if config.get("epochs_per_layer") and not resume:
+            # greedy layer-wise training first, in run_dir/pretrain/layer-K; a run stopped
+            # there continues where it stopped, and once the whole stack has a checkpoint
+            # that checkpoint holds everything
+            model.pretrain(
+                train,
+                epochs_per_layer=config["epochs_per_layer"],
+                batch_size=config["batch_size"],
+                lr=config["lr"],
+                binarize=_binarize_arg(config),
+                checkpoint_dir=run_dir / "pretrain",
+                resume=True,
+                seed=config["seed"],
+                progress=progress,
+            )
         history = fit(
             model,
             train,
@@ -995,6 +1042,8 @@ def cmd_train(args) -> int:
                 f"--epochs {config['epochs']} would go back (give {done} or more)"
             )
         print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
+    elif unstarted and (run_dir / "pretrain").is_dir():
+        print(f"{run_dir} stopped in its greedy layer-wise training: continuing it")
     elif unstarted:
         print(f"{run_dir} stopped before its first epoch ended: starting it over with its options")
     with rundir.lock(run_dir):

@@ -294,8 +294,9 @@ def test_command_line_defaults_are_the_constructors(name):
     """With no options, every family is built exactly as its class builds it."""
     family, x_shape = families.FAMILIES[name], (64,)
     config = {"model": name, "c_shape": [10]} if family.conditional else {"model": name}
-    z_dim = family.options["z_dim"]
+    z_dim = family.options.get("z_dim")  # the stacked-dae's is the top of its layers
     args = (x_shape, (10,), z_dim) if family.conditional else (x_shape, z_dim)
+    args = args if z_dim is not None else (x_shape,)
     built, direct = families.build(config, x_shape), family.cls(*args)
     assert repr(built) == repr(direct)
     shapes = {k: v.shape for k, v in direct.state_dict().items()}

@@ -16,6 +16,7 @@ from .cvae import CVAE, ConditionalBaseline
 from .dipvae import DIPVAE
 from .draw import DRAW
 from .factorvae import FactorVAE
+from .stacked import StackedDenoisingAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
 from .vqvae import VQVAE, CodebookUsage, fit_code_prior
@@ -36,6 +37,7 @@ __all__ = [
     "GatedPixelCNN",
     "KSparseAE",
     "SparseAE",
+    "StackedDenoisingAE",
     "VAE",
     "VQVAE",
     "families",

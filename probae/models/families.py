@@ -29,6 +29,7 @@ from .cvae import CVAE
 from .dipvae import DIPVAE
 from .draw import DRAW
 from .factorvae import FactorVAE
+from .stacked import StackedDenoisingAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
 from .vqvae import VQVAE
@@ -155,6 +156,19 @@ def _ae(config: dict, common: dict):
 
 
 def _denoising_ae(config: dict, common: dict):
+    return DenoisingAE(**common, corruption=_corruption_of(config))
+
+
+def _stacked_dae(config: dict, common: dict):
+    return StackedDenoisingAE(
+        common["x_shape"],
+        layers=tuple(config["layers"]),
+        corruption=_corruption_of(config),
+        likelihood=common["likelihood"],
+    )
+
+
+def _corruption_of(config: dict):
     if config["corruption"] not in CORRUPTIONS:
         raise ValueError(
             f"corruption must be one of {list(CORRUPTIONS)}, got {config['corruption']!r}"
@@ -168,7 +182,7 @@ def _denoising_ae(config: dict, common: dict):
         raise OptionError(
             "noise", f"{{}} {config['noise']} for corruption {config['corruption']}: {error}"
         ) from None
-    return DenoisingAE(**common, corruption=corruption)
+    return corruption
 
 
 def _sparse_ae(config: dict, common: dict):
@@ -279,6 +293,19 @@ FAMILIES = {
     "denoising-ae": Family(
         DenoisingAE, {**_DETERMINISTIC, "corruption": "masking", "noise": None}, _denoising_ae
     ),
+    # layers: the code widths bottom up (the last is the top code's size, so no z_dim);
+    # epochs_per_layer: the greedy phase before the end-to-end --epochs (0: none)
+    "stacked-dae": Family(
+        StackedDenoisingAE,
+        {
+            "likelihood": "gaussian",
+            "layers": [500, 250, 50],
+            "corruption": "masking",
+            "noise": None,
+            "epochs_per_layer": 10,
+        },
+        _stacked_dae,
+    ),
     "sparse-ae": Family(
         SparseAE, {**_DETERMINISTIC, "penalty": "l1", "weight": None, "rho": None}, _sparse_ae
     ),
@@ -347,7 +374,7 @@ def build(config: dict, x_shape=None) -> torch.nn.Module:
         raise ValueError("the configuration has no x_shape, the shape of one data point")
     common = {
         "x_shape": tuple(x_shape),
-        "z_dim": config["z_dim"],
+        "z_dim": config.get("z_dim"),  # the stacked-dae's is the top of its layers
         "likelihood": _likelihood(config),
     }
     if "hidden" in config:  # the recurrent and convolutional families have none

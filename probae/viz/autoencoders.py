@@ -160,6 +160,9 @@ def first_layer_weights(model) -> torch.Tensor:
     encoder = getattr(model, "encoder", model)
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"model must be a probae model or an encoder module, got {model!r}")
+    first = getattr(encoder, "first_layer", None)  # a stack's encoder names its bottom layer's
+    if isinstance(first, nn.Linear):
+        return first.weight.detach()
     for module in encoder.modules():
         if isinstance(module, nn.Linear):
             return module.weight.detach()

@@ -41,7 +41,7 @@ def test_vae_clients_and_cvae_give_pyros_elbo_on_the_same_weights(bench, mnist_r
 
 
 def test_ss_vae_m2_client_trains_in_one_run(bench):
-    rows = bench.main(["--clients", str(CLIENTS), "--only", "ss_vae_M2", "--m2-epochs", "3"])
+    rows = bench.main(["--clients", str(CLIENTS), "--only", "ss_vae_M2", "--m2-epochs", "8"])
     numbers = rows[0]["numbers"]
     assert numbers["probae_accuracy"] > 0.3  # chance is 0.1
     # the pair alone, no adapter: probae's ELBO is Pyro's on the same weights

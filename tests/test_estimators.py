@@ -182,3 +182,23 @@ def test_elbo_ignores_beta_and_bounds_log_likelihood(device):
     torch.testing.assert_close(elbo_beta4, elbo_beta1)
     ll = evaluate.log_likelihood(vae, x, num_samples=500)
     assert (ll.values >= elbo_beta1 - 1e-4).all()
+
+
+def test_default_pass_sizes_keep_each_pass_near_its_budget_and_are_what_the_defaults_use(device):
+    from probae.evaluate.estimators import PASS_ELEMENTS
+
+    for samples, size in [(1000, 784), (5000, 784), (10, 64), (100, 3072), (7, 10**7)]:
+        chunk, batch = evaluate.pass_sizes(samples, size)
+        assert 1 <= chunk <= samples and batch >= 1
+        # one pass holds at most the budget, unless one sample of one point exceeds it
+        assert chunk * batch * size <= max(PASS_ELEMENTS["cpu"], size)
+        if chunk < samples:
+            assert batch == 1  # a point's samples are split only when they fill a pass
+    vae = VAE((6,), 2).to(device)
+    x = torch.rand(30, 6, device=device).bernoulli()
+    chunk, batch = evaluate.pass_sizes(300, 6, device.type)
+    pyro.set_rng_seed(1)
+    defaults = evaluate.log_likelihood(vae, x, num_samples=300)
+    pyro.set_rng_seed(1)
+    given = evaluate.log_likelihood(vae, x, num_samples=300, chunk_size=chunk, batch_size=batch)
+    assert torch.equal(defaults.values, given.values)

@@ -84,6 +84,7 @@ from .estimators import (
     conditional_log_likelihood,
     elbo,
     log_likelihood,
+    pass_sizes,
     reconstruction_error,
 )
 from .export import to_inference_data
@@ -91,6 +92,7 @@ from .representation import cluster, clustering_accuracy, linear_probe
 
 __all__ = [
     "LogLikelihood",
+    "pass_sizes",
     "conditional_elbo",
     "conditional_log_likelihood",
     "elbo",

@@ -185,9 +185,9 @@ def _add_threads(parser, default: int) -> None:
         metavar="N",
         type=int,
         default=default,
-        help="CPU threads PyTorch may use; 0 keeps PyTorch's default (all cores). Small "
-        "networks run as fast on one thread, and one thread is far faster on a machine "
-        f"whose cores are busy with other work (default: {default})",
+        help="CPU threads PyTorch may use; 0 lets probae choose: one thread for a small "
+        "network (far faster on a machine whose cores are busy with other work), PyTorch's "
+        f"default (all cores) for a large one (default: {default})",
     )
 
 

@@ -47,7 +47,17 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
-from . import _runstate, _validate, batches, distributed, importance, objectives, rundir, schedules
+from . import (
+    _runstate,
+    _threads,
+    _validate,
+    batches,
+    distributed,
+    importance,
+    objectives,
+    rundir,
+    schedules,
+)
 from . import callbacks as _callbacks
 from . import data as _data
 from ._common import as_pair, device_of, positive_int, prepare
@@ -200,6 +210,7 @@ def fit(
     in_memory: bool | None = None,
     check_data: bool = True,
     reduction: str | None = None,
+    threads: int | None = None,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -293,10 +304,19 @@ def fit(
         stream it (False), or hold it in memory when it fits (None).
     :param bool check_data: check streamed batches (finite values in the likelihood's
         support) as they arrive; False when the data is known to be valid.
+    :param int threads: CPU threads for the run: None runs a small network (parameters
+        times rows per step below ``2**24``) on one thread, which is faster than
+        PyTorch's default of one per core, and leaves PyTorch's setting otherwise (see
+        :mod:`probae._threads`); an integer sets the count. The caller's setting is
+        restored afterwards.
     :returns: the :class:`History` of the whole run.
     """
-    with pyro.validation_enabled(validate):
-        return _fit(**locals())
+    options = dict(locals())
+    del options["threads"]
+    module = model if isinstance(model, torch.nn.Module) else as_pair(model).module
+    rows = math.prod(v for v in (batch_size, num_particles) if isinstance(v, int) and v > 0)
+    with pyro.validation_enabled(validate), _threads.for_call(threads, module, rows):
+        return _fit(**options)
 
 
 def _fit(

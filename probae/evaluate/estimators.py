@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import _validate, importance
+from .. import _threads, _validate, importance
 from .._common import positive_int, prepare
 from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup, _ValidateOnce
 from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
@@ -103,7 +103,13 @@ class LogLikelihood:
 
 
 def elbo(
-    model, data, num_particles: int = 1, c=None, batch_size: int = 1000, plate=None
+    model,
+    data,
+    num_particles: int = 1,
+    c=None,
+    batch_size: int = 1000,
+    plate=None,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """The ELBO of each data point, averaged over ``num_particles`` draws from the guide.
 
@@ -128,13 +134,16 @@ def elbo(
     :param int batch_size: points evaluated at once (data given as tensors or data sets).
     :param str plate: the name of the pair's data plate; None finds it: the outermost
         plate that holds every sample site.
+    :param int threads: CPU threads: None picks one for a small network and leaves
+        PyTorch's setting otherwise (as :func:`probae.fit`); an integer sets the count.
     :returns: a tensor of shape ``(N,)``.
     """
     num_particles = _validate.samples("num_particles", num_particles)
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "elbo", False, True)
     out = []
     checks = _ValidateOnce(pair.module)
-    with torch.no_grad(), _eval_mode(pair.module):
+    rows = batch_size * num_particles
+    with torch.no_grad(), _eval_mode(pair.module), _threads.for_call(threads, pair.module, rows):
         for args in _per_batch(x, c, batch_size):
             with checks():
                 lw = importance.log_weights(
@@ -161,6 +170,7 @@ def log_likelihood(
     keep_log_weights: bool = False,
     method: str = "iwae",
     plate=None,
+    threads: int | None = None,
     **ais_options,
 ) -> LogLikelihood:
     r"""The importance-weighted estimate of log p(x) for each data point, with the
@@ -205,6 +215,7 @@ def log_likelihood(
         (:func:`probae.evaluate.ais_log_likelihood`, which takes ``ais_options`` such as
         ``num_chains``, ``steps`` and ``transition``; ``batch_size`` and ``c`` pass on).
     :param str plate: the name of the pair's data plate; None finds it.
+    :param int threads: CPU threads (see :func:`elbo`).
     :rtype: LogLikelihood
     """
     if method == "ais":
@@ -236,7 +247,8 @@ def log_likelihood(
     keep = psis or keep_log_weights
     out, khats, smoothed, kept = [], [], [], []
     checks = _ValidateOnce(pair.module)
-    with torch.no_grad(), _eval_mode(pair.module):
+    rows = auto_chunk * auto_batch if chunk_size is None else chunk_size * batch_size
+    with torch.no_grad(), _eval_mode(pair.module), _threads.for_call(threads, pair.module, rows):
         for args in _per_batch(x, c, batch_size):
             running, chunks = None, []
             drawn = chunk_size or (

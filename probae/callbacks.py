@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import _progress, distributed
 
 __all__ = [
     "Callback",
@@ -155,37 +155,75 @@ class HistoryRecorder(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over epochs, the last loss per point beside it.
+    """Progress over epochs where a person watches (in the same way as the
+    evaluations): a tqdm bar with the last loss per point beside it in a terminal or a notebook;
+    elsewhere (a log file, CI) a plain line per epoch with the loss per point, its
+    rate and distortion, the validation loss and the points per second, and a line
+    every 10 s within an epoch that runs longer.
 
-    :param enabled: True, False, or None (when stderr is a terminal outside CI).
+    :param enabled: True or None (shown, as above; a bar needs a terminal outside CI
+        or a notebook) or False (nothing).
     """
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = enabled
         self.bar = None
+        self.lines = False
 
     def on_train_begin(self, state):
         from tqdm.auto import tqdm
 
-        enabled = self.enabled
-        if enabled is None:
-            enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        shown = _progress.front_end(self.enabled) if state.is_writer else None
+        self.lines = shown == "lines"
         self.bar = tqdm(
             total=state.epochs,
             initial=state.epoch,
             unit="epoch",
             desc="probae.fit",
             dynamic_ncols=True,
-            disable=not (enabled and state.is_writer),
+            disable=shown != "bar",
         )
 
+    def on_epoch_begin(self, state):
+        if self.lines:
+            self._began = self._last = time.perf_counter()
+            self._points, self._steps, self._loss = 0, 0, 0.0
+
     def on_step_end(self, state, loss, terms, size):
-        if not self.bar.disable:
+        if self.lines:
+            self._points += size
+            self._steps += 1
+            self._loss += loss
+            now = time.perf_counter()
+            if now - self._last >= _progress.EVERY:
+                self._last = now
+                _progress.write(
+                    f"probae.fit epoch {state.epoch}/{state.epochs}, step "
+                    f"{self._steps}/{state.steps_per_epoch}: loss {self._loss / self._points:.4g}"
+                    f"; {_progress.rate(self._points, now - self._began, 'point')}"
+                )
+        elif not self.bar.disable:
             self.bar.set_postfix(loss=f"{loss / size:.3f}", refresh=False)
 
     def on_epoch_end(self, state):
+        if self.lines:
+            history = state.history
+            parts = [f"loss {history.train_loss[-1]:.4g}"]
+            for label, values in (
+                ("rate", history.rate),
+                ("distortion", history.distortion),
+                ("validation loss", history.val_loss),
+            ):
+                if values and values[-1] is not None:
+                    parts.append(f"{label} {values[-1]:.4g}")
+            seconds = time.perf_counter() - self._began
+            _progress.write(
+                f"probae.fit epoch {state.epoch}/{state.epochs}: {', '.join(parts)}; "
+                f"{seconds:.2f} s, {_progress.rate(self._points, seconds, 'point')}"
+            )
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{state.history.train_loss[-1]:.3f}")
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{state.history.train_loss[-1]:.3f}")
 
     def on_train_end(self, state):
         if self.bar is not None:

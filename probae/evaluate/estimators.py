@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import _validate, importance
+from .. import _progress, _validate, importance
 from .._common import positive_int, prepare
 from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup, _ValidateOnce
 from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
@@ -137,6 +137,7 @@ def log_likelihood(
     psis: bool | None = None,
     keep_log_weights: bool = False,
     method: str = "iwae",
+    progress: bool | None = None,
     **ais_options,
 ) -> LogLikelihood:
     r"""The importance-weighted estimate of log p(x) for each data point, with the
@@ -169,13 +170,19 @@ def log_likelihood(
         ``result.log_weights``.
     :param str method: ``"iwae"``, or ``"ais"`` for annealed importance sampling
         (:func:`probae.evaluate.ais_log_likelihood`, which takes ``ais_options`` such as
-        ``num_chains``, ``steps`` and ``transition``; ``batch_size`` and ``c`` pass on).
+        ``num_chains``, ``steps`` and ``transition``; ``batch_size``, ``c`` and
+        ``progress`` pass on).
+    :param bool progress: show progress over the points (True or None): a bar in a
+        terminal or a notebook, elsewhere a plain line every 10 s once it runs that
+        long; False shows nothing.
     :rtype: LogLikelihood
     """
     if method == "ais":
         from .ais import ais_log_likelihood
 
-        return ais_log_likelihood(model, data, batch_size=batch_size, c=c, **ais_options)
+        return ais_log_likelihood(
+            model, data, batch_size=batch_size, c=c, progress=progress, **ais_options
+        )
     if method != "iwae":
         raise ValueError(f"method must be 'iwae' or 'ais', got {method!r}")
     if ais_options:
@@ -189,11 +196,13 @@ def log_likelihood(
             f"psis=True needs num_samples >= {PSIS_MIN_SAMPLES} to fit the tail of the "
             f"weights, got num_samples={num_samples}"
         )
+    _progress.check(progress)
     pair, x, c, batch_size, nesting = _setup(model, data, c, batch_size, "log_likelihood", True)
     keep = psis or keep_log_weights
     out, khats, smoothed, kept = [], [], [], []
     checks = _ValidateOnce(pair.module)
-    with torch.no_grad(), _eval_mode(pair.module):
+    bar = _progress.counter(len(x), "probae IWAE", "point", progress)
+    with torch.no_grad(), _eval_mode(pair.module), bar:
         for args in _per_batch(x, c, batch_size):
             running, chunks = None, []
             for start in range(0, num_samples, chunk_size):
@@ -213,6 +222,7 @@ def log_likelihood(
                     khat, values = _psis(lw)
                     khats.append(khat)
                     smoothed.append(values)
+            bar.update(args[0].shape[0])
     result = LogLikelihood(torch.cat(out), num_samples)
     if keep_log_weights:
         result.log_weights = torch.cat(kept, 1)

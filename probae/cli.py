@@ -184,7 +184,7 @@ def _add_progress(parser) -> None:
         dest="progress",
         action="store_false",
         default=None,
-        help="hide the progress bar (shown by default when stderr is a terminal)",
+        help="show no progress (by default a bar in a terminal, a line per epoch otherwise)",
     )
 
 

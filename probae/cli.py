@@ -36,6 +36,7 @@ importance-weighted log-likelihood estimate.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -965,7 +966,15 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
+def _require(package: str, flag: str, extra: str) -> None:
+    """Refuses a missing optional package in one line, before anything is created."""
+    if importlib.util.find_spec(package) is None:
+        raise CommandError(f"{flag} needs the {package} package: pip install 'probae[{extra}]'")
+
+
 def cmd_train(args) -> int:
+    if args.tensorboard:
+        _require("tensorboard", "--tensorboard", "tensorboard")
     config_given = {k: getattr(args, k, None) for k in DEFAULTS}
     data_name = config_given["data"] or DEFAULTS["data"]
     model_name = config_given["model"] or DEFAULTS["model"]

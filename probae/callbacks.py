@@ -44,6 +44,7 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "TensorBoard",
+    "CSVLogger",
     "MLflow",
     "BEST_NAME",
 ]
@@ -376,6 +377,28 @@ class TensorBoard(Callback):
     def on_train_end(self, state):
         if self.writer is not None:
             self.writer.close()
+
+
+class CSVLogger(Callback):
+    """Writes the History as a CSV file (one row per epoch, :meth:`probae.History.to_csv`)
+    after every epoch, from rank 0, replacing the file whole: a run stopped at any
+    moment leaves the rows of its finished epochs.
+
+    :param path: the CSV file.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, state):
+        if not state.is_writer:
+            return
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            state.history.to_csv(partial)
+            os.replace(partial, self.path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 class MLflow(Callback):

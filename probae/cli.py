@@ -8,8 +8,8 @@ Each training run lives in a *run directory* that holds
 - ``checkpoint.pt``: written atomically by :func:`probae.fit` after every
   epoch, in the format of :mod:`probae.saving` (the model's class, options and
   weights, and the training state), so ``probae.load(run_dir)`` loads it;
-- ``history.csv``: the loss per epoch and its terms (rate, distortion, penalty),
-  with the test split's loss, terms, KL per latent dimension and active units;
+- ``history.csv`` (rewritten after every epoch): the loss per epoch and its terms
+  (rate, distortion, penalty), with the test split's loss, terms, KL per latent dimension and active units;
 - PNG pictures: ``samples.png`` (a class-by-sample grid for the cvae; none for
   the deterministic autoencoders, which draw ``filters.png`` instead),
   ``reconstructions.png``, ``latent.png``, ``history.png``,
@@ -50,7 +50,7 @@ import torch
 from . import __version__, evaluate, importance, likelihoods, priors, rundir, saving, viz
 from . import data as _data
 from ._common import device_of
-from .callbacks import TensorBoard
+from .callbacks import CSVLogger, TensorBoard
 from .models import CVAE, DRAW, VQVAE, SparseAE, families, fit_code_prior
 from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
 from .models.families import CORRUPTIONS, FAMILIES
@@ -247,7 +247,7 @@ def _add_model_options(parser) -> None:
     group.add_argument(
         "--prior",
         metavar="NAME",
-        help=f"prior p(z): {_names(priors)} ({_default_text('prior')}) {_only('prior')}",
+        help=f"prior p(z): {', '.join(priors.names())} ({_default_text('prior')}) {_only('prior')}",
     )
     group.add_argument(
         "--components",
@@ -602,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", metavar="N", type=int, default=0, help="seed of the draws (default: 0)"
     )
     _add_device(sample)
+    _add_threads(sample, 0)
 
     demo = commands.add_parser(
         "demo",
@@ -784,11 +785,16 @@ def _condition(model, ds: _data.Dataset):
 
 def _pictures(model, config: dict, run_dir: Path, history) -> list:
     """Writes the run's pictures; returns their paths."""
-    written = [viz.history_plot(history, run_dir / "history.png")]
+    held_out = "test"  # the test split is scored after every epoch, never trained on
+    written = [viz.history_plot(history, run_dir / "history.png", validation=held_out)]
     if any(r is not None for r in history.rate):
-        written.append(viz.rate_distortion(history, run_dir / "rate_distortion.png"))
+        written.append(
+            viz.rate_distortion(history, run_dir / "rate_distortion.png", validation=held_out)
+        )
     if any(k is not None for k in history.kl_per_dim):
-        written.append(viz.kl_per_dimension(history, run_dir / "kl_per_dimension.png"))
+        written.append(
+            viz.kl_per_dimension(history, run_dir / "kl_per_dimension.png", validation=held_out)
+        )
     test = _load_data(config, "test")
     c = _condition(model, test)
     shape = test.image_shape
@@ -861,7 +867,8 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorbo
             # scored after every epoch for the History's terms (rate, distortion, KL per
             # dimension, active units); training never sees it
             validation=_load_data(config, "test"),
-            callbacks=[TensorBoard(run_dir / "tensorboard")] if tensorboard else None,
+            callbacks=[CSVLogger(run_dir / HISTORY_NAME)]
+            + ([TensorBoard(run_dir / "tensorboard")] if tensorboard else []),
         )
     except KeyboardInterrupt:
         if (run_dir / CHECKPOINT_NAME).is_file():
@@ -1003,10 +1010,16 @@ def cmd_train(args) -> int:
                 f"run directory {str(run_dir)!r} has already trained {done} epochs; "
                 f"--epochs {config['epochs']} would go back (give {done} or more)"
             )
-        print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
+        starting = f"resuming {run_dir} at epoch {done} of {config['epochs']}"
     elif unstarted:
-        print(f"{run_dir} stopped before its first epoch ended: starting it over with its options")
-    with rundir.lock(run_dir):
+        starting = (
+            f"{run_dir} stopped before its first epoch ended: starting it over with its options"
+        )
+    else:
+        starting = None
+    with rundir.lock(run_dir):  # a run in use is refused before anything is said of it
+        if starting:
+            print(starting)
         if (run_dir / CHECKPOINT_NAME).is_file() != has_checkpoint:
             raise CommandError(
                 f"run directory {str(run_dir)!r} changed while this command started (another "

@@ -609,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a VAE on the built-in digits, draw pictures, print test ELBO and IWAE",
         description="The main job: train a VAE (z_dim 8, MLP 256-256, Bernoulli pixels "
         "with dynamic binarization) on the 8x8 digits that ship with scikit-learn, write "
-        "samples.png and reconstructions.png, and print the test ELBO and the IWAE "
+        "six pictures (history, rate_distortion, kl_per_dimension, samples, "
+        "reconstructions, latent .png), and print the test ELBO and the IWAE "
         "log-likelihood estimate in nats per image. The run directory is overwritten.",
     )
     demo.add_argument(
@@ -623,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=int,
         default=DEMO_EPOCHS,
-        help=f"training epochs (default: {DEMO_EPOCHS}, about 20 s on two idle CPU cores)",
+        help=f"training epochs (default: {DEMO_EPOCHS}, about 50 s of one CPU core with "
+        "the evaluation; longer while the cores are busy)",
     )
     demo.add_argument(
         "--num-samples",

@@ -9,7 +9,8 @@ Each training run lives in a *run directory* that holds
   epoch, in the format of :mod:`probae.saving` (the model's class, options and
   weights, and the training state), so ``probae.load(run_dir)`` loads it;
 - ``history.csv`` (rewritten after every epoch): the loss per epoch and its terms
-  (rate, distortion, penalty), with the test split's loss, terms, KL per latent dimension and active units;
+  (rate, distortion, penalty), with the test split's loss, terms, KL per latent
+  dimension and active units;
 - PNG pictures: ``samples.png`` (a class-by-sample grid for the cvae; none for
   the deterministic autoencoders, which draw ``filters.png`` instead),
   ``reconstructions.png``, ``latent.png``, ``history.png``,

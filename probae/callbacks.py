@@ -21,20 +21,20 @@ current epoch by setting ``state.stop = True``.
 :func:`probae.fit` itself uses :class:`HistoryRecorder` (always),
 :class:`EarlyStopping` (``early_stopping=``), :class:`Checkpoint`
 (``checkpoint_dir=``) and :class:`ProgressBar` (``progress=``);
-:class:`TensorBoard` is added by the user.
+:class:`TensorBoard` and :class:`MLflow` are added by the user.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import _progress, distributed
 
 __all__ = [
     "Callback",
@@ -44,6 +44,8 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "TensorBoard",
+    "CSVLogger",
+    "MLflow",
     "BEST_NAME",
 ]
 
@@ -155,37 +157,75 @@ class HistoryRecorder(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over epochs, the last loss per point beside it.
+    """Progress over epochs where a person watches (in the same way as the
+    evaluations): a tqdm bar with the last loss per point beside it in a terminal or a notebook;
+    elsewhere (a log file, CI) a plain line per epoch with the loss per point, its
+    rate and distortion, the validation loss and the points per second, and a line
+    every 10 s within an epoch that runs longer.
 
-    :param enabled: True, False, or None (when stderr is a terminal outside CI).
+    :param enabled: True or None (shown, as above; a bar needs a terminal outside CI
+        or a notebook) or False (nothing).
     """
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = enabled
         self.bar = None
+        self.lines = False
 
     def on_train_begin(self, state):
         from tqdm.auto import tqdm
 
-        enabled = self.enabled
-        if enabled is None:
-            enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        shown = _progress.front_end(self.enabled) if state.is_writer else None
+        self.lines = shown == "lines"
         self.bar = tqdm(
             total=state.epochs,
             initial=state.epoch,
             unit="epoch",
             desc="probae.fit",
             dynamic_ncols=True,
-            disable=not (enabled and state.is_writer),
+            disable=shown != "bar",
         )
 
+    def on_epoch_begin(self, state):
+        if self.lines:
+            self._began = self._last = time.perf_counter()
+            self._points, self._steps, self._loss = 0, 0, 0.0
+
     def on_step_end(self, state, loss, terms, size):
-        if not self.bar.disable:
+        if self.lines:
+            self._points += size
+            self._steps += 1
+            self._loss += loss
+            now = time.perf_counter()
+            if now - self._last >= _progress.EVERY:
+                self._last = now
+                _progress.write(
+                    f"probae.fit epoch {state.epoch}/{state.epochs}, step "
+                    f"{self._steps}/{state.steps_per_epoch}: loss {self._loss / self._points:.3f}"
+                    f"; {_progress.rate(self._points, now - self._began, 'point')}"
+                )
+        elif not self.bar.disable:
             self.bar.set_postfix(loss=f"{loss / size:.3f}", refresh=False)
 
     def on_epoch_end(self, state):
+        if self.lines:
+            history = state.history
+            parts = [f"loss {history.train_loss[-1]:.3f}"]
+            for label, values in (
+                ("rate", history.rate),
+                ("distortion", history.distortion),
+                ("validation loss", history.val_loss),
+            ):
+                if values and values[-1] is not None:
+                    parts.append(f"{label} {values[-1]:.3f}")
+            seconds = time.perf_counter() - self._began
+            _progress.write(
+                f"probae.fit epoch {state.epoch}/{state.epochs}: {', '.join(parts)}; "
+                f"{seconds:.2f} s, {_progress.rate(self._points, seconds, 'point')}"
+            )
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{state.history.train_loss[-1]:.3f}")
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{state.history.train_loss[-1]:.3f}")
 
     def on_train_end(self, state):
         if self.bar is not None:
@@ -296,13 +336,7 @@ class TensorBoard(Callback):
     )
 
     def __init__(self, log_dir, every_n_steps: int = 0):
-        self.log_dir = os.fspath(log_dir)
-        self.every_n_steps = every_n_steps
-        self.writer = None
-
-    def on_train_begin(self, state):
-        if not state.is_writer:
-            return
+        # refused here, before fit creates any folder, when the package is missing
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:
@@ -310,7 +344,15 @@ class TensorBoard(Callback):
                 "callbacks.TensorBoard needs the tensorboard package: "
                 "pip install 'probae[tensorboard]'"
             ) from error
-        self.writer = SummaryWriter(self.log_dir)
+        self._writer_class = SummaryWriter
+        self.log_dir = os.fspath(log_dir)
+        self.every_n_steps = every_n_steps
+        self.writer = None
+
+    def on_train_begin(self, state):
+        if not state.is_writer:
+            return
+        self.writer = self._writer_class(self.log_dir)
 
     def on_step_end(self, state, loss, terms, size):
         if self.writer is None or not self.every_n_steps or state.step % self.every_n_steps:
@@ -335,3 +377,163 @@ class TensorBoard(Callback):
     def on_train_end(self, state):
         if self.writer is not None:
             self.writer.close()
+
+
+class CSVLogger(Callback):
+    """Writes the History as a CSV file (one row per epoch, :meth:`probae.History.to_csv`)
+    after every epoch, from rank 0, replacing the file whole: a run stopped at any
+    moment leaves the rows of its finished epochs.
+
+    :param path: the CSV file.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, state):
+        if not state.is_writer:
+            return
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            state.history.to_csv(partial)
+            os.replace(partial, self.path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+class MLflow(Callback):
+    """Logs a training run to an MLflow tracking store: the parameters (the model's class
+    and constructor options, the epochs, steps per epoch, optimizer and learning rate,
+    and ``params``) when training begins, each epoch's History row as metrics at step
+    = epoch, and when it ends the saved model (a :func:`probae.save` folder, under
+    ``model/``) and the pictures of the run (``history.png``, ``rate_distortion.png``,
+    ``kl_per_dimension.png``, ``samples.png`` where the History and the model have
+    what they show, under ``pictures/``). Needs the ``mlflow-skinny`` package (``pip
+    install probae[mlflow]``; the full ``mlflow`` serves as well).
+
+    The default store is a folder, ``file:./mlruns``, read by ``mlflow ui
+    --backend-store-uri ./mlruns``. MLflow 3 keeps such file stores in maintenance mode
+    and refuses them unless ``MLFLOW_ALLOW_FILE_STORE`` is true: for a ``file:`` URI
+    that variable is set to true when it is not set at all. A ``sqlite:`` or ``http:``
+    URI works as MLflow documents (a database store needs the full ``mlflow``).
+
+    :param str tracking_uri: where the run is stored (default ``"file:./mlruns"``).
+    :param str experiment: the experiment's name, made when absent.
+    :param str run_name: the run's name (MLflow makes one up when None).
+    :param dict params: more parameters to log (values are written as strings).
+    :param bool log_model: log the trained model (a probae model only).
+    :param bool log_pictures: draw and log the pictures.
+    :ivar str run_id: the MLflow run's id once training has begun.
+    """
+
+    METRICS = TensorBoard.SCALARS
+
+    def __init__(
+        self,
+        tracking_uri: str = "file:./mlruns",
+        experiment: str = "probae",
+        run_name: str | None = None,
+        params: dict | None = None,
+        log_model: bool = True,
+        log_pictures: bool = True,
+    ):
+        try:  # refused here, before fit creates any folder, when the package is missing
+            import mlflow  # noqa: F401
+        except ImportError as error:
+            raise ImportError(
+                "callbacks.MLflow needs the mlflow-skinny package: pip install 'probae[mlflow]'"
+            ) from error
+        for name, value in (("tracking_uri", tracking_uri), ("experiment", experiment)):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"params must be a dict, got {type(params).__name__}")
+        self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
+        self.params = dict(params or {})
+        self.log_model, self.log_pictures = bool(log_model), bool(log_pictures)
+        self.client = self.run_id = None
+
+    def on_train_begin(self, state):
+        if not state.is_writer:
+            return
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        if self.tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(self.tracking_uri)
+        found = self.client.get_experiment_by_name(self.experiment)
+        experiment_id = (
+            found.experiment_id if found else self.client.create_experiment(self.experiment)
+        )
+        self.run_id = self.client.create_run(experiment_id, run_name=self.run_name).info.run_id
+        params = {
+            "epochs": state.epochs,
+            "steps_per_epoch": state.steps_per_epoch,
+            "optimizer": type(state.optimizer).__name__,
+            "lr": state.optimizer.param_groups[0]["lr"],
+        }
+        if state.module is not None:
+            from .saving import model_config
+
+            config = model_config(state.module) or {}
+            params["model"] = config.get("class", type(state.module).__name__)
+            for key, value in (config.get("options") or {}).items():
+                params[f"model.{key}"] = value
+        params.update(self.params)
+        self.client.log_batch(
+            self.run_id, params=[Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        )
+
+    def on_epoch_end(self, state):
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        history, now = state.history, int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(values[-1]), now, state.epoch)
+            for key in self.METRICS
+            if (values := getattr(history, key)) and values[-1] is not None
+        ]
+        kl = history.kl_per_dim[-1]
+        for j, value in enumerate(kl or []):
+            metrics.append(Metric(f"kl_per_dim.{j}", float(value), now, state.epoch))
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_train_end(self, state):
+        if self.client is None:
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            folder = Path(folder)
+            module = state.module
+            if self.log_model and module is not None and hasattr(module, "config"):
+                from .saving import save
+
+                save(module, folder / "model")
+                self.client.log_artifacts(self.run_id, str(folder / "model"), "model")
+            if self.log_pictures and len(state.history):
+                pictures = folder / "pictures"
+                pictures.mkdir()
+                _draw_run_pictures(state.history, module, pictures)
+                self.client.log_artifacts(self.run_id, str(pictures), "pictures")
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def _draw_run_pictures(history, module, folder: Path) -> list:
+    """The pictures of a run that its History and model have the data for."""
+    from . import viz
+
+    drawn = [viz.history_plot(history, folder / "history.png")]
+    if any(r is not None for r in history.rate):
+        drawn.append(viz.rate_distortion(history, folder / "rate_distortion.png"))
+    if any(k is not None for k in history.kl_per_dim):
+        drawn.append(viz.kl_per_dimension(history, folder / "kl_per_dimension.png"))
+    if callable(getattr(module, "sample", None)) and getattr(module, "c_shape", None) is None:
+        try:
+            drawn.append(viz.sample_grid(module, 64, folder / "samples.png", seed=0))
+        except ValueError:  # data that are not pictures
+            pass
+    return drawn

@@ -8,8 +8,9 @@ Each training run lives in a *run directory* that holds
 - ``checkpoint.pt``: written atomically by :func:`probae.fit` after every
   epoch, in the format of :mod:`probae.saving` (the model's class, options and
   weights, and the training state), so ``probae.load(run_dir)`` loads it;
-- ``history.csv``: the loss per epoch and its terms (rate, distortion, penalty),
-  with the test split's loss, terms, KL per latent dimension and active units;
+- ``history.csv`` (rewritten after every epoch): the loss per epoch and its terms
+  (rate, distortion, penalty), with the test split's loss, terms, KL per latent
+  dimension and active units;
 - PNG pictures: ``samples.png`` (a class-by-sample grid for the cvae; none for
   the deterministic autoencoders, which draw ``filters.png`` instead),
   ``reconstructions.png``, ``latent.png``, ``history.png``,
@@ -37,6 +38,7 @@ importance-weighted log-likelihood estimate.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -50,7 +52,7 @@ import torch
 from . import __version__, evaluate, importance, likelihoods, priors, rundir, saving, viz
 from . import data as _data
 from ._common import device_of
-from .callbacks import TensorBoard
+from .callbacks import CSVLogger, TensorBoard
 from .models import CVAE, DRAW, VQVAE, SparseAE, families, fit_code_prior
 from .models.autoencoders import DeterministicAutoencoder, fit_latent_density
 from .models.families import CORRUPTIONS, FAMILIES
@@ -197,7 +199,7 @@ def _add_progress(parser) -> None:
         dest="progress",
         action="store_false",
         default=None,
-        help="hide the progress bar (shown by default when stderr is a terminal)",
+        help="show no progress (by default a bar in a terminal, a line per epoch otherwise)",
     )
 
 
@@ -259,7 +261,7 @@ def _add_model_options(parser) -> None:
     group.add_argument(
         "--prior",
         metavar="NAME",
-        help=f"prior p(z): {_names(priors)} ({_default_text('prior')}) {_only('prior')}",
+        help=f"prior p(z): {', '.join(priors.names())} ({_default_text('prior')}) {_only('prior')}",
     )
     group.add_argument(
         "--components",
@@ -629,13 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", metavar="N", type=int, default=0, help="seed of the draws (default: 0)"
     )
     _add_device(sample)
+    _add_threads(sample, 0)
 
     demo = commands.add_parser(
         "demo",
         help="train a VAE on the built-in digits, draw pictures, print test ELBO and IWAE",
         description="The main job: train a VAE (z_dim 8, MLP 256-256, Bernoulli pixels "
         "with dynamic binarization) on the 8x8 digits that ship with scikit-learn, write "
-        "samples.png and reconstructions.png, and print the test ELBO and the IWAE "
+        "six pictures (history, rate_distortion, kl_per_dimension, samples, "
+        "reconstructions, latent .png), and print the test ELBO and the IWAE "
         "log-likelihood estimate in nats per image. The run directory is overwritten.",
     )
     demo.add_argument(
@@ -649,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=int,
         default=DEMO_EPOCHS,
-        help=f"training epochs (default: {DEMO_EPOCHS}, about 20 s on two idle CPU cores)",
+        help=f"training epochs (default: {DEMO_EPOCHS}, about 50 s of one CPU core with "
+        "the evaluation; longer while the cores are busy)",
     )
     demo.add_argument(
         "--num-samples",
@@ -815,11 +820,16 @@ def _condition(model, ds: _data.Dataset):
 
 def _pictures(model, config: dict, run_dir: Path, history) -> list:
     """Writes the run's pictures; returns their paths."""
-    written = [viz.history_plot(history, run_dir / "history.png")]
+    held_out = "test"  # the test split is scored after every epoch, never trained on
+    written = [viz.history_plot(history, run_dir / "history.png", validation=held_out)]
     if any(r is not None for r in history.rate):
-        written.append(viz.rate_distortion(history, run_dir / "rate_distortion.png"))
+        written.append(
+            viz.rate_distortion(history, run_dir / "rate_distortion.png", validation=held_out)
+        )
     if any(k is not None for k in history.kl_per_dim):
-        written.append(viz.kl_per_dimension(history, run_dir / "kl_per_dimension.png"))
+        written.append(
+            viz.kl_per_dimension(history, run_dir / "kl_per_dimension.png", validation=held_out)
+        )
     test = _load_data(config, "test")
     c = _condition(model, test)
     shape = test.image_shape
@@ -907,7 +917,8 @@ def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorbo
             # scored after every epoch for the History's terms (rate, distortion, KL per
             # dimension, active units); training never sees it
             validation=_load_data(config, "test"),
-            callbacks=[TensorBoard(run_dir / "tensorboard")] if tensorboard else None,
+            callbacks=[CSVLogger(run_dir / HISTORY_NAME)]
+            + ([TensorBoard(run_dir / "tensorboard")] if tensorboard else []),
         )
     except KeyboardInterrupt:
         if (run_dir / CHECKPOINT_NAME).is_file():
@@ -1012,7 +1023,15 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
+def _require(package: str, flag: str, extra: str) -> None:
+    """Refuses a missing optional package in one line, before anything is created."""
+    if importlib.util.find_spec(package) is None:
+        raise CommandError(f"{flag} needs the {package} package: pip install 'probae[{extra}]'")
+
+
 def cmd_train(args) -> int:
+    if args.tensorboard:
+        _require("tensorboard", "--tensorboard", "tensorboard")
     config_given = {k: getattr(args, k, None) for k in DEFAULTS}
     data_name = config_given["data"] or DEFAULTS["data"]
     model_name = config_given["model"] or DEFAULTS["model"]
@@ -1041,12 +1060,18 @@ def cmd_train(args) -> int:
                 f"run directory {str(run_dir)!r} has already trained {done} epochs; "
                 f"--epochs {config['epochs']} would go back (give {done} or more)"
             )
-        print(f"resuming {run_dir} at epoch {done} of {config['epochs']}")
+        starting = f"resuming {run_dir} at epoch {done} of {config['epochs']}"
     elif unstarted and (run_dir / "pretrain").is_dir():
-        print(f"{run_dir} stopped in its greedy layer-wise training: continuing it")
+        starting = f"{run_dir} stopped in its greedy layer-wise training: continuing it"
     elif unstarted:
-        print(f"{run_dir} stopped before its first epoch ended: starting it over with its options")
-    with rundir.lock(run_dir):
+        starting = (
+            f"{run_dir} stopped before its first epoch ended: starting it over with its options"
+        )
+    else:
+        starting = None
+    with rundir.lock(run_dir):  # a run in use is refused before anything is said of it
+        if starting:
+            print(starting)
         if (run_dir / CHECKPOINT_NAME).is_file() != has_checkpoint:
             raise CommandError(
                 f"run directory {str(run_dir)!r} changed while this command started (another "

@@ -27,6 +27,7 @@ Built in:
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import dataclass, replace
@@ -101,9 +102,11 @@ def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Da
         return _from_disk(path, split, root, flatten)
     if key in DISK_NAMES:
         return _from_disk(key, split, root, flatten)
-    if key not in NAMES:
+    if key not in NAMES:  # NAMES holds the names on disk too (see the module's end)
+        close = difflib.get_close_matches(key, NAMES, n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
         raise ValueError(
-            f"unknown data set name={name!r}; expected one of {[*NAMES, *DISK_NAMES]} or the "
+            f"unknown data set name={name!r}; {guess}expected one of {list(NAMES)} or the "
             "path of a .npy/.pt file or an image folder"
         )
     if key == "digits":
@@ -609,6 +612,8 @@ def _held_out_split(n: int, split: str):
 def from_file(path, split: str = "train") -> Dataset:
     """A data set from one ``.npy`` or ``.pt`` file: an array ``(N, ...)`` (uint8 images
     are divided by 255), or for ``.pt`` a tensor or a dict with ``"x"`` (and ``"y"``).
+    Images, ``(N, C, H, W)``, ``(N, H, W, C)`` with C = 1 or 3, or ``(N, H, W)`` (grey),
+    are stored flat with their ``image_shape`` ``(C, H, W)``.
     A seeded tenth of the points is the ``"test"`` split, the rest ``"train"``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -632,6 +637,10 @@ def from_file(path, split: str = "train") -> Dataset:
         raise ValueError(f"data in {path!r} must have shape (N, ...), got {tuple(x.shape)}")
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     index = torch.as_tensor(_held_out_split(x.shape[0], split), dtype=torch.long)
+    if x.dim() == 3:  # (N, H, W): grey images
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # (N, H, W, C), as images are stored by most libraries
     shape = tuple(x.shape[1:]) if x.dim() == 4 else None
     name = os.path.basename(path)
     return Dataset(

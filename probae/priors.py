@@ -447,25 +447,42 @@ _REGISTRY = {
     "laplace": Laplace,
     "flat": Flat,
     "flow": Flow,
+    "vampprior": lambda z_dim, encoder, **kwargs: VampPrior(encoder, **kwargs),
 }
+
+
+def names(conditional: bool = False) -> list:
+    """The priors' names as :func:`get` and the command line read them, from the one
+    table they are built from: those of unconditional models p(z), or (``conditional=
+    True``) of conditional ones p(z|c)."""
+    return [k for k in _REGISTRY if (k in _CONDITIONAL) == conditional]
 
 
 def get(name: str, z_dim: int, **kwargs) -> Prior:
     """Builds a prior from its command-line name (``standard-normal``, ``normal``,
-    ``gaussian-mixture``/``gmm``, ``laplace``, ``flat``, ``flow``). The VampPrior
-    needs the model's encoder and is built directly (:class:`VampPrior`)."""
+    ``gaussian-mixture``/``gmm``, ``laplace``, ``flat``, ``flow``, ``vampprior``, and
+    ``conditional-normal`` for conditional models). The VampPrior needs the model's
+    encoder (``encoder=``; its ``z_dim`` is the encoder's) and the conditional normal
+    the condition's size (``c_dim=``)."""
     if not isinstance(name, str):
         raise TypeError(f"prior name must be a string, got {name!r}")
     key = name.lower().replace("_", "-")
     try:
         cls = _REGISTRY[key]
     except KeyError:
-        raise ValueError(f"unknown prior {name!r}; expected one of {sorted(_REGISTRY)}") from None
-    if key == "conditional-normal" and "c_dim" not in kwargs:
-        unconditional = sorted(k for k in _REGISTRY if k != key)
+        raise ValueError(
+            f"unknown prior {name!r}; expected one of {names()} (or, for a conditional "
+            f"model, {names(conditional=True)})"
+        ) from None
+    if key in _CONDITIONAL and "c_dim" not in kwargs:
         raise ValueError(
             f"prior {name!r} is the learned p(z|c) of a conditional model and needs c_dim= "
-            f"(the cvae builds it itself); an unconditional model takes one of {unconditional}"
+            f"(the cvae builds it itself); an unconditional model takes one of {names()}"
+        )
+    if key == "vampprior" and "encoder" not in kwargs:
+        raise ValueError(
+            "prior 'vampprior' is a mixture of the model's own posteriors and needs its "
+            "encoder= (the vae builds it itself)"
         )
     return cls(z_dim, **kwargs)
 
@@ -544,3 +561,4 @@ __all__.append("ConditionalNormal")
 _REGISTRY["conditional-normal"] = lambda z_dim, c_dim, **kwargs: ConditionalNormal(
     c_dim, z_dim, **kwargs
 )
+_CONDITIONAL = ("conditional-normal",)

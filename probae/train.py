@@ -36,8 +36,6 @@ import contextlib
 import csv
 import json
 import math
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +46,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from . import (
+    _progress,
     _runstate,
     _threads,
     _validate,
@@ -170,12 +169,6 @@ class _Parameters:
         return new
 
 
-def _progress_enabled(progress) -> bool:
-    if progress is None:
-        return sys.stderr.isatty() and not os.environ.get("CI")
-    return bool(progress)
-
-
 def fit(
     model,
     data,
@@ -274,7 +267,10 @@ def fit(
         one that differs); ``epochs`` (no fewer than those done), ``lr``, ``validation``,
         ``progress`` and ``validate`` may change.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
-    :param bool progress: show a progress bar (default: when stderr is a terminal).
+    :param bool progress: show progress (True or None): a bar in a terminal or a
+        notebook, elsewhere (a log file, CI) a plain line per epoch, and every 10 s
+        within a long one, with the loss, rate, distortion and points per second;
+        False shows nothing.
     :param bool validate: run Pyro's distribution-argument checks at every step. The data
         is checked once up front either way, and a non-finite loss always stops training.
     :param condition: what the condition c is, instead of ``c=``: ``"label"`` (one-hot
@@ -363,6 +359,7 @@ def _fit(
     if observation not in OBSERVATIONS:
         raise ValueError(f"observation must be 'x' or 'c', got {observation!r}")
     observed = OBSERVATIONS.index(observation)
+    _progress.check(progress)
     num_particles = _runstate.check_particles(num_particles)
     lr, seed, beta_warmup = _runstate.check_options(lr, seed, beta_warmup)
     if beta_warmup and not hasattr(module, "beta"):
@@ -563,7 +560,7 @@ def _fit(
     hooked = [_callbacks.HistoryRecorder(), *extra_callbacks]
     if checkpoint is not None:
         hooked.append(_callbacks.Checkpoint(checkpoint_dir))
-    bar = _callbacks.ProgressBar(_progress_enabled(progress))
+    bar = _callbacks.ProgressBar(progress)
     hooked.append(bar)
     scheduled = [s for s in (lr_schedule, kl_schedule) if s is not None]
     if isinstance(optim, PyroOptimizer):

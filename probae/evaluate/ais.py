@@ -52,8 +52,6 @@ Monte Carlo, 2011)
 from __future__ import annotations
 
 import math
-import os
-import sys
 from dataclasses import dataclass
 
 import pyro
@@ -62,7 +60,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.poutine.util import prune_subsample_sites
 
-from .. import importance
+from .. import _progress, importance
 from .._common import as_pair, device_of, positive_int
 from ._util import _args, _eval_mode, _per_batch, _setup
 from .estimators import LogLikelihood
@@ -413,11 +411,7 @@ def _check_options(num_chains, steps, transition, num_leapfrog, start, schedule,
 
 
 def _progress_bar(total, desc, progress):
-    from tqdm.auto import tqdm
-
-    if progress is None:
-        progress = sys.stderr.isatty() and not os.environ.get("CI")
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not progress)
+    return _progress.counter(total, desc, "step", progress)
 
 
 def _summary(log_w):
@@ -464,7 +458,8 @@ def ais_log_likelihood(
     :param int batch_size: points run at once (memory grows with
         ``batch_size * num_chains``).
     :param c: conditions, one row per point, for conditional models.
-    :param bool progress: show a progress bar (default: when stderr is a terminal).
+    :param bool progress: show progress (True or None): a bar in a terminal or a
+        notebook, elsewhere a plain line every 10 s; False shows nothing.
     :rtype: AISLogLikelihood
     """
     steps = positive_int("steps", steps)

@@ -82,7 +82,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .. import importance
+from .. import _progress, importance
 from .._common import as_pair, device_of, positive_int
 from ._util import _eval_mode, _latent_site, _per_batch, _prior_of, _setup
 
@@ -670,20 +670,29 @@ class Disentanglement:
         return "\n".join([f"disentanglement on {self.num_points} points", *rows])
 
 
-def _scores(codes, factors, num_bins, seed) -> Disentanglement:
-    d = dci(codes, factors, seed=seed)
-    me = modularity_explicitness(codes, factors, num_bins, seed=seed)
+def _scores(codes, factors, num_bins, seed, bar=None) -> Disentanglement:
+    metrics = {  # in the order the seeded draws were always made
+        "dci": lambda: dci(codes, factors, seed=seed),
+        "modularity": lambda: modularity_explicitness(codes, factors, num_bins, seed=seed),
+        "beta_vae": lambda: beta_vae_score(codes, factors, num_bins=num_bins, seed=seed),
+        "factor_vae": lambda: factor_vae_score(codes, factors, num_bins=num_bins, seed=seed),
+        "mig": lambda: mig(codes, factors, num_bins),
+        "sap": lambda: sap(codes, factors),
+        "mutual_information": lambda: mutual_information_matrix(codes, factors, num_bins),
+    }
+    values = {}
+    for name, compute in metrics.items():
+        values[name] = compute()
+        if bar is not None:
+            bar.update(1)
+    d, me = values.pop("dci"), values.pop("modularity")
     return Disentanglement(
-        beta_vae=beta_vae_score(codes, factors, num_bins=num_bins, seed=seed),
-        factor_vae=factor_vae_score(codes, factors, num_bins=num_bins, seed=seed),
-        mig=mig(codes, factors, num_bins),
-        sap=sap(codes, factors),
+        **values,
         dci_disentanglement=d["disentanglement"],
         dci_completeness=d["completeness"],
         dci_informativeness=d["informativeness"],
         modularity=me["modularity"],
         explicitness=me["explicitness"],
-        mutual_information=mutual_information_matrix(codes, factors, num_bins),
         num_points=codes.shape[0],
     )
 
@@ -763,6 +772,7 @@ def disentanglement(
     num_bins: int = 20,
     batch_size: int = 256,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> Disentanglement:
     """Every disentanglement metric of a model on data with known factors.
 
@@ -779,10 +789,16 @@ def disentanglement(
     :param int num_bins: bins of the mutual information estimator.
     :param int batch_size: points encoded at once.
     :param int seed: seeds the sample and every metric's draws.
+    :param bool progress: show progress over the encoding and the seven metrics (True
+        or None): a bar in a terminal or a notebook, elsewhere a plain line every 10 s
+        once it runs that long; False shows nothing.
     :rtype: Disentanglement
     """
-    codes, factors = encode_factors(model, data, factors, num_points, batch_size, seed)
-    return _scores(codes, factors, num_bins, seed)
+    _progress.check(progress)
+    with _progress.counter(8, "probae disentanglement", "stage", progress) as bar:
+        codes, factors = encode_factors(model, data, factors, num_points, batch_size, seed)
+        bar.update(1)
+        return _scores(codes, factors, num_bins, seed, bar)
 
 
 # -- total correlation and the KL decomposition --------------------------------------------

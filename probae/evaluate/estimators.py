@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import _threads, _validate, importance
+from .. import _progress, _threads, _validate, importance
 from .._common import positive_int, prepare
 from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup, _ValidateOnce
 from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
@@ -171,6 +171,7 @@ def log_likelihood(
     method: str = "iwae",
     plate=None,
     threads: int | None = None,
+    progress: bool | None = None,
     **ais_options,
 ) -> LogLikelihood:
     r"""The importance-weighted estimate of log p(x) for each data point, with the
@@ -213,9 +214,13 @@ def log_likelihood(
         ``result.log_weights``.
     :param str method: ``"iwae"``, or ``"ais"`` for annealed importance sampling
         (:func:`probae.evaluate.ais_log_likelihood`, which takes ``ais_options`` such as
-        ``num_chains``, ``steps`` and ``transition``; ``batch_size`` and ``c`` pass on).
+        ``num_chains``, ``steps`` and ``transition``; ``batch_size``, ``c`` and
+        ``progress`` pass on).
     :param str plate: the name of the pair's data plate; None finds it.
     :param int threads: CPU threads (see :func:`elbo`).
+    :param bool progress: show progress over the points (True or None): a bar in a
+        terminal or a notebook, elsewhere a plain line every 10 s once it runs that
+        long; False shows nothing.
     :rtype: LogLikelihood
     """
     if method == "ais":
@@ -223,7 +228,7 @@ def log_likelihood(
 
         if batch_size is not None:
             ais_options["batch_size"] = batch_size
-        return ais_log_likelihood(model, data, c=c, **ais_options)
+        return ais_log_likelihood(model, data, c=c, progress=progress, **ais_options)
     if method != "iwae":
         raise ValueError(f"method must be 'iwae' or 'ais', got {method!r}")
     if ais_options:
@@ -238,6 +243,7 @@ def log_likelihood(
             f"psis=True needs num_samples >= {PSIS_MIN_SAMPLES} to fit the tail of the "
             f"weights, got num_samples={num_samples}"
         )
+    _progress.check(progress)
     pair, x, c, given_batch, nesting = _setup(
         model, data, c, batch_size or 1, "log_likelihood", True, True
     )
@@ -248,7 +254,14 @@ def log_likelihood(
     out, khats, smoothed, kept = [], [], [], []
     checks = _ValidateOnce(pair.module)
     rows = auto_chunk * auto_batch if chunk_size is None else chunk_size * batch_size
-    with torch.no_grad(), _eval_mode(pair.module), _threads.for_call(threads, pair.module, rows):
+    total = None if getattr(x, "program", False) else len(x)  # a program's: not known
+    bar = _progress.counter(total, "probae IWAE", "point", progress)
+    with (
+        torch.no_grad(),
+        _eval_mode(pair.module),
+        _threads.for_call(threads, pair.module, rows),
+        bar,
+    ):
         for args in _per_batch(x, c, batch_size):
             running, chunks = None, []
             drawn = chunk_size or (
@@ -281,6 +294,7 @@ def log_likelihood(
                     khat, values = _psis(lw)
                     khats.append(khat)
                     smoothed.append(values)
+            bar.update(importance.points(args) or 0)
     result = LogLikelihood(torch.cat(out), num_samples)
     if keep_log_weights:
         result.log_weights = torch.cat(kept, 1)

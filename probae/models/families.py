@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import corruption as _corruption
-from .. import likelihoods, priors
+from .. import likelihoods, nets, priors
 from .autoencoders import (
     AE,
     ContractiveAE,
@@ -110,6 +110,12 @@ def _likelihood(config: dict):
 
 
 def _vae(config: dict, common: dict):
+    if str(config["prior"]).lower() == "vampprior":  # a mixture of the model's own posteriors
+        if config["components"] is not None:
+            raise OptionError("components", "{} does not apply to the prior VampPrior")
+        encoder = nets.make_encoder(common["x_shape"], common["z_dim"], common["hidden"])
+        prior = priors.get("vampprior", common["z_dim"], encoder=encoder)
+        return VAE(**common, encoder=encoder, prior=prior, beta=config["beta"])
     return VAE(**common, prior=_prior(config), beta=config["beta"])
 
 

@@ -281,7 +281,6 @@ def aggregate_posterior(
     :returns: the path of the PNG.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     panels = dict(models) if isinstance(models, dict) else {"": models}
     if not panels:
@@ -310,8 +309,7 @@ def aggregate_posterior(
             with torch.no_grad():
                 density = _prior_density(prior, grid)
             ax.contourf(gx.numpy(), gy.numpy(), density.numpy(), levels=12, cmap="Greys")
-        colour = labels.numpy() if labels is not None else "tab:blue"
-        ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=colour, cmap="tab10", s=3, alpha=0.7)
+        _scatter_by_label(figure, ax, z.numpy(), None if labels is None else labels.numpy())
         ax.set_xlim(lo[0].item(), hi[0].item())
         ax.set_ylim(lo[1].item(), hi[1].item())
         ax.set_xlabel("$z_1$")
@@ -323,6 +321,26 @@ def aggregate_posterior(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def _scatter_by_label(figure, ax, points, labels) -> None:
+    """Points coloured by class with a legend naming the classes (a colour bar when
+    there are more than 20), or in one colour without labels."""
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], color="tab:blue", s=3, alpha=0.7)
+        return
+    classes = np.unique(labels)
+    if len(classes) > 20:
+        drawn = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=3, alpha=0.7)
+        figure.colorbar(drawn, ax=ax, label="label")
+        return
+    cmap = matplotlib.colormaps["tab20" if len(classes) > 10 else "tab10"]
+    for i, label in enumerate(classes):
+        keep = labels == label
+        ax.scatter(points[keep, 0], points[keep, 1], color=cmap(i), s=3, alpha=0.7,
+                   label=str(label))  # fmt: skip
+    ax.legend(markerscale=3, fontsize="x-small", title="label", title_fontsize="x-small",
+              loc="upper right", ncol=2)  # fmt: skip
 
 
 def _draws(model, data, c, max_points, seed):

@@ -104,7 +104,17 @@ class _Indexed(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        item = self.dataset[index]
+        return self._entry(index, self.dataset[index])
+
+    def __getitems__(self, indices):
+        # a data set that reads a batch at once (``__getitems__``, as a DataLoader
+        # asks it) keeps doing so through this wrapper
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if getitems is None:
+            return [self[i] for i in indices]
+        return [self._entry(i, item) for i, item in zip(indices, getitems(indices), strict=True)]
+
+    def _entry(self, index, item):
         if isinstance(item, (tuple, list)):
             x = item[0]
             if self.with_label:

@@ -22,7 +22,9 @@ Built in:
   :class:`ImageFiles` for :func:`probae.fit`.
 - ``"dsprites"``: 64x64 binary sprites with five known factors of variation,
   generated from their definition (:func:`probae.dsprites.load`): a seeded sample of
-  50,000 training or 10,000 test images, ``factors`` holding their classes.
+  50,000 training or 10,000 test images, ``factors`` holding their classes; with
+  ``size=None`` the whole split (or ``split="all"``, all 737,280 images) rendered on
+  demand (:class:`probae.dsprites.Grid`).
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ class Dataset:
         )
 
 
-def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Dataset:
-    """Loads a data set into memory.
+def load(name: str, split: str = "train", root=None, flatten: bool = True, size="sample"):
+    """Loads a data set into memory (dSprites with ``size=None``: rendered on demand).
 
     :param str name: one of ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, ``"moons"``,
         ``"spiral"``, ``"dsprites"``, ``"cifar10"``, ``"svhn"``, ``"celeba"``,
@@ -93,8 +95,20 @@ def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Da
     :param root: folder holding ``MNIST/raw`` or ``FashionMNIST/raw`` (torchvision's
         layout); needed for the MNIST family only.
     :param bool flatten: images as vectors ``(N, H*W)`` (True) or ``(N, C, H, W)``.
+    :param size: ``"dsprites"`` only: ``"sample"`` (default) the seeded 50,000 training
+        or 10,000 test images (60,000 of ``split="all"``); a number, that many; None, the whole split (663,552 or
+        73,728; ``split="all"``: all 737,280) as a :class:`probae.dsprites.Grid`, which
+        renders each batch when it is read and which :func:`probae.fit` streams.
     """
     key = str(name).lower().replace("_", "-")
+    if key == "dsprites":
+        from . import dsprites
+
+        if isinstance(size, str) and size == "sample":
+            size = {"train": 50_000, "test": 10_000}.get(split, 60_000)
+        return dsprites.load(split, size=size, flatten=flatten)
+    if not (isinstance(size, str) and size == "sample"):
+        raise ValueError(f"size= applies to 'dsprites' only, got size={size!r} for {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     path = os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
@@ -113,10 +127,6 @@ def load(name: str, split: str = "train", root=None, flatten: bool = True) -> Da
         ds = _digits(split)
     elif key in ("mnist", "fashion-mnist"):
         ds = _torchvision(key, split, root)
-    elif key == "dsprites":
-        from . import dsprites
-
-        return dsprites.load(split, size=50_000 if split == "train" else 10_000, flatten=flatten)
     else:
         return _toy(key, split)
     if not flatten:

@@ -45,7 +45,11 @@ structure (what the metrics of :mod:`probae.evaluate.disentangle` read) is the
 same.
 
 Images are rendered by index, vectorized, in chunks: memory grows with the number
-of images asked for, never with the 737,280 of the whole set.
+of images asked for, never with the 737,280 of the whole set. :class:`Grid` is a
+whole split (or the whole set) as a map-style :class:`torch.utils.data.Dataset` that
+renders each batch when it is read: it holds one index per image, not the images
+(a few MiB for the whole set against 11 GiB as float32), and :func:`probae.fit`
+streams it.
 
 **References**
 
@@ -65,6 +69,7 @@ __all__ = [
     "FACTOR_SIZES",
     "NUM_IMAGES",
     "SHAPES",
+    "Grid",
     "area",
     "classes_to_index",
     "factor_values",
@@ -169,54 +174,209 @@ def render(classes, dtype=torch.float32, device=None) -> torch.Tensor:
 
 
 def _rasterize(classes: torch.Tensor) -> torch.Tensor:
-    # float32 suffices: pixel centers never fall within rounding error of an edge
+    # float32 suffices: pixel centers never fall within rounding error of an edge.
+    # Each image tests only its own shape's inequality: the images of one shape are
+    # rendered together, with the same float operations for every pixel.
     values = factor_values(classes).float()
-    shape, scale, theta, px, py = values.unbind(-1)
+    _, scale, theta, px, py = values.unbind(-1)
     centers = torch.arange(IMAGE_SIZE, dtype=torch.float32, device=classes.device) + 0.5
-    dx = centers.view(1, 1, -1) - (MARGIN + SPAN * px).view(-1, 1, 1)  # columns
-    dy = centers.view(1, -1, 1) - (MARGIN + SPAN * py).view(-1, 1, 1)  # rows
-    cos, sin = theta.cos().view(-1, 1, 1), theta.sin().view(-1, 1, 1)
-    unit = (scale * RADIUS).view(-1, 1, 1)
-    u = (dx * cos + dy * sin) / unit
-    v = (-dx * sin + dy * cos) / unit
-    square = torch.maximum(u.abs(), v.abs()) <= 1
-    ellipse = u**2 + (2 * v) ** 2 <= 1
-    w = v - _HEART_V0
-    heart = ((u.abs() + w.abs()) <= 1) | ((u.abs() - 0.5) ** 2 + (w + 0.5) ** 2 <= 0.5)
-    kind = shape.view(-1, 1, 1)
-    return torch.where(kind == 1, square, torch.where(kind == 2, ellipse, heart))
+    out = torch.empty(
+        classes.shape[0], IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=classes.device
+    )
+    kind = classes[:, 0]
+    for shape in range(len(SHAPES)):
+        rows = (kind == shape).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        if rows.numel() == kind.numel():
+            rows = slice(None)
+        dx = centers.view(1, 1, -1) - (MARGIN + SPAN * px[rows]).view(-1, 1, 1)  # columns
+        dy = centers.view(1, -1, 1) - (MARGIN + SPAN * py[rows]).view(-1, 1, 1)  # rows
+        cos, sin = theta[rows].cos().view(-1, 1, 1), theta[rows].sin().view(-1, 1, 1)
+        unit = (scale[rows] * RADIUS).view(-1, 1, 1)
+        u = (dx * cos + dy * sin) / unit
+        v = (-dx * sin + dy * cos) / unit
+        if shape == 0:  # square
+            inside = torch.maximum(u.abs(), v.abs()) <= 1
+        elif shape == 1:  # ellipse
+            inside = u**2 + (2 * v) ** 2 <= 1
+        else:  # heart
+            w = v - _HEART_V0
+            inside = ((u.abs() + w.abs()) <= 1) | ((u.abs() - 0.5) ** 2 + (w + 0.5) ** 2 <= 0.5)
+        out[rows] = inside
+    return out
+
+
+SPLITS = ("train", "test", "all")
 
 
 def _split_indices(split: str) -> np.ndarray:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     order = np.random.RandomState(0).permutation(NUM_IMAGES)
     cut = int(TRAIN_FRACTION * NUM_IMAGES)
-    return order[:cut] if split == "train" else order[cut:]
+    return order if split == "all" else order[:cut] if split == "train" else order[cut:]
+
+
+class Grid(torch.utils.data.Dataset):
+    """A split of dSprites (or the whole set) whose images are rendered when read.
+
+    Item ``i`` is ``(x, y)``: the image (float32 0s and 1s, ``(1, 64, 64)`` or
+    ``(4096,)`` with ``flatten``) and its shape class. The split rule is
+    :func:`load`'s: ``"train"`` and ``"test"`` hold the same images, in the same
+    order, as ``load(split, size=None)`` would hold in memory; ``"all"`` is the
+    whole set in index order (item ``i`` is image ``i``). Only the grid indices
+    are stored (8 bytes an image; none for ``"all"``).
+
+    A :class:`~torch.utils.data.DataLoader` reads a batch as one vectorized render
+    (:meth:`__getitems__`); :func:`probae.fit` streams a grid, since it is larger
+    than its in-memory budget. :func:`probae.evaluate.disentanglement` draws its
+    metric batches from the grid by fixing factors (:meth:`draw_sharing`).
+
+    :param str split: ``"train"``, ``"test"`` or ``"all"``.
+    :param bool flatten: items as vectors ``(4096,)`` instead of ``(1, 64, 64)``.
+    :ivar str name: ``"dsprites"``.
+    :ivar tuple image_shape: ``(1, 64, 64)``.
+    :ivar tuple factor_sizes: the number of classes of each factor.
+    """
+
+    name = "dsprites"
+    image_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
+    factor_sizes = FACTOR_SIZES
+
+    def __init__(self, split: str = "all", flatten: bool = False):
+        if not isinstance(flatten, bool):
+            raise TypeError(f"flatten must be True or False, got {flatten!r}")
+        index = _split_indices(split)
+        self.split, self.flatten = split, flatten
+        self._index = None if split == "all" else torch.from_numpy(index)
+        self._position = None  # grid index -> item, built when first needed
+
+    def __len__(self) -> int:
+        return NUM_IMAGES if self._index is None else self._index.numel()
+
+    def __repr__(self) -> str:
+        return f"Grid(split={self.split!r}, flatten={self.flatten}, len={len(self)})"
+
+    def _items(self, items) -> torch.Tensor:
+        items = torch.as_tensor(items)
+        if items.is_floating_point() or items.dtype == torch.bool:
+            raise TypeError(f"items must be integer positions, got dtype {items.dtype}")
+        items = items.long().reshape(-1)
+        n = len(self)
+        if items.numel() and (items.min() < -n or items.max() >= n):
+            raise IndexError(f"items must lie in [-{n}, {n}) for a grid of {n} images")
+        return torch.where(items < 0, items + n, items)
+
+    def indices(self, items) -> torch.Tensor:
+        """The grid indices (see :func:`index_to_classes`) of items ``(N,)``."""
+        items = self._items(items)
+        return items if self._index is None else self._index[items]
+
+    def factors_of(self, items) -> torch.Tensor:
+        """The factor classes ``(N, 5)`` of items ``(N,)``."""
+        return index_to_classes(self.indices(items))
+
+    @property
+    def factors(self) -> torch.Tensor:
+        """The factor classes ``(N, 5)`` of every item (40 bytes an item)."""
+        return self.factors_of(torch.arange(len(self)))
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The shape class of every item."""
+        return self.factors[:, 0].clone()
+
+    def images(self, items, dtype=torch.float32, device=None) -> torch.Tensor:
+        """The images of items ``(N,)``, rendered at once: ``(N, 1, 64, 64)``, or
+        ``(N, 4096)`` with ``flatten``."""
+        x = render(self.factors_of(items), dtype=dtype, device=device)
+        return x.reshape(x.shape[0], -1) if self.flatten else x
+
+    def __getitem__(self, item):
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            if not (isinstance(item, torch.Tensor) and item.dim() == 0):
+                raise TypeError(f"a Grid is indexed by one integer, got {type(item).__name__}")
+        classes = self.factors_of(torch.tensor([int(item)]))
+        x = render(classes)[0]
+        return (x.reshape(-1) if self.flatten else x), classes[0, 0]
+
+    def __getitems__(self, items) -> list:
+        """Items of a batch of positions, rendered as one batch."""
+        classes = self.factors_of(torch.as_tensor(list(items), dtype=torch.long))
+        x = render(classes)
+        if self.flatten:
+            x = x.reshape(x.shape[0], -1)
+        return list(zip(x.unbind(0), classes[:, 0].unbind(0), strict=True))
+
+    def draw(self, shape, generator=None) -> torch.Tensor:
+        """Items drawn uniformly, a long tensor of ``shape``."""
+        return torch.randint(len(self), tuple(shape), generator=generator)
+
+    def draw_sharing(self, k: int, items, shape, generator=None) -> torch.Tensor:
+        """For each of ``items`` ``(A,)``, items drawn uniformly among those of the grid
+        that share its class of factor ``k``: a long tensor ``(A, *shape)``.
+
+        Every factor but ``k`` is drawn uniformly from its classes and factor ``k`` is
+        fixed to the anchor's class; a draw outside this split is drawn again, so
+        draws are uniform over the split's images with that class.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(FACTOR_SIZES):
+            raise ValueError(f"k must be a factor number in [0, {len(FACTOR_SIZES)}), got {k!r}")
+        shape = tuple(shape)
+        fixed = self.factors_of(items)[:, k]
+        fixed = fixed.view(-1, *([1] * len(shape))).expand(fixed.shape[0], *shape).reshape(-1)
+        out = torch.empty(fixed.numel(), dtype=torch.long)
+        pending = torch.arange(fixed.numel())
+        while pending.numel():
+            draw = torch.stack(
+                [torch.randint(s, (pending.numel(),), generator=generator) for s in FACTOR_SIZES],
+                -1,
+            )
+            draw[:, k] = fixed[pending]
+            position = self._positions(classes_to_index(draw))
+            found = position >= 0
+            out[pending[found]] = position[found]
+            pending = pending[~found]
+        return out.view(-1, *shape)
+
+    def _positions(self, index: torch.Tensor) -> torch.Tensor:
+        """The item of each grid index, -1 where it is not in this split."""
+        if self._index is None:
+            return index
+        if self._position is None:
+            position = torch.full((NUM_IMAGES,), -1, dtype=torch.int32)
+            position[self._index] = torch.arange(len(self), dtype=torch.int32)
+            self._position = position
+        return self._position[index].long()
 
 
 def load(split: str = "train", size: int | None = 50_000, flatten: bool = False):
-    """dSprites images and their factors as a :class:`probae.data.Dataset`.
+    """dSprites images and their factors as a :class:`probae.data.Dataset`, or a
+    whole split rendered on demand as a :class:`Grid`.
 
     The 737,280 indices are shuffled once (``numpy.random.RandomState(0)``); the
     first 90% are ``"train"``, the rest ``"test"``; ``size`` takes the first that
     many of a split, a uniform sample of the whole factor grid. ``factors`` holds the
     classes ``(N, 5)`` (:func:`factor_values` turns them into values), ``y`` the shape.
 
-    :param str split: ``"train"`` or ``"test"``.
-    :param int size: number of images (None: the whole split; 2.4 GiB as float32 for
-        the test split, 24 GiB for train).
+    :param str split: ``"train"`` (663,552 images), ``"test"`` (73,728) or ``"all"``
+        (the 737,280 in shuffled order; as a :class:`Grid`, in index order).
+    :param int size: number of images, rendered now and held in memory (16 KiB an
+        image); None: the whole split as a :class:`Grid`, each batch rendered when
+        it is read.
     :param bool flatten: images as vectors ``(N, 4096)`` instead of ``(N, 1, 64, 64)``.
     """
     from .data import Dataset
 
+    if size is None:
+        return Grid(split, flatten=flatten)
     index = _split_indices(split)
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive integer or None, got {size!r}")
-        if size > len(index):
-            raise ValueError(f"size={size} exceeds the {len(index)} images of split {split!r}")
-        index = index[:size]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer or None, got {size!r}")
+    if size > len(index):
+        raise ValueError(f"size={size} exceeds the {len(index)} images of split {split!r}")
+    index = index[:size]
     classes = index_to_classes(torch.as_tensor(index))
     x = render(classes)
     if flatten:

@@ -493,6 +493,8 @@ def modularity_explicitness(
 
 #: votes computed at once: bounds memory at _CHUNK x batch_size x D codes
 _CHUNK = 1024
+#: points of a factor grid whose codes give the FactorVAE score's standard deviations
+_SPREAD_POINTS = 10_000
 
 
 class _Groups:
@@ -500,6 +502,8 @@ class _Groups:
     class of a given point in O(1)."""
 
     def __init__(self, classes: torch.Tensor):
+        self.size = classes.shape[0]
+        self.factor_sizes = tuple(int(classes[:, k].max()) + 1 for k in range(classes.shape[1]))
         self.order, self.start, self.count = [], [], []
         for k in range(classes.shape[1]):
             labels = classes[:, k]
@@ -519,18 +523,53 @@ class _Groups:
         offset = (u * count).long().clamp_max(count - 1)
         return self.order[k][start + offset]
 
+    def draw(self, shape, generator) -> torch.Tensor:
+        """Points drawn uniformly, a tensor of ``shape``."""
+        return torch.randint(self.size, tuple(shape), generator=generator)
 
-def _fixed_factor_draws(classes, num, batch_size, generator):
+    draw_sharing = partners
+
+
+def _is_grid(factors) -> bool:
+    """A factor grid (:class:`probae.dsprites.Grid`) rather than a table of factors."""
+    return all(
+        callable(getattr(factors, name, None)) for name in ("draw", "draw_sharing", "factors_of")
+    )
+
+
+def _grid_codes(codes, points: torch.Tensor):
+    """The codes of grid items ``points``: ``(table, rows)``, the codes (float64, CPU)
+    of each distinct item, computed once by ``codes`` in chunks of ``_CHUNK`` items,
+    and the row of the table of each point (``points``' shape)."""
+    if not callable(codes):
+        raise TypeError(
+            "with a factor grid as factors, codes must be a function from grid items "
+            "(a 1-D long tensor) to their codes (N, D)"
+        )
+    unique, rows = torch.unique(points.reshape(-1), return_inverse=True)
+    parts = []
+    for chunk in unique.split(_CHUNK):
+        part = codes(chunk)
+        if not isinstance(part, torch.Tensor) or part.dim() != 2 or part.shape[0] != len(chunk):
+            raise ValueError(f"codes(items) must return a tensor (len(items), D) for {len(chunk)}")
+        parts.append(part.detach().double().cpu())
+    table = torch.cat(parts)
+    if not torch.isfinite(table).all():
+        raise ValueError("codes contain NaN or infinite values")
+    return table, rows.view(points.shape)
+
+
+def _fixed_factor_draws(points, num, batch_size, generator):
     """``num`` draws of (factor k uniform, an anchor point, batch_size partners sharing
-    its class of k): returns ``(k (num,), partners (num, batch_size))``."""
-    groups = _Groups(classes)
-    n, num_factors = classes.shape
+    its class of k) from ``points`` (a :class:`_Groups` or a factor grid): returns
+    ``(k (num,), anchors (num,), partners (num, batch_size))``."""
+    num_factors = len(points.factor_sizes)
     ks = torch.randint(num_factors, (num,), generator=generator)
-    anchors = torch.randint(n, (num,), generator=generator)
+    anchors = points.draw((num,), generator)
     partners = torch.empty(num, batch_size, dtype=torch.long)
     for k in range(num_factors):
         rows = (ks == k).nonzero().squeeze(1)
-        partners[rows] = groups.partners(k, anchors[rows], (batch_size,), generator)
+        partners[rows] = points.draw_sharing(k, anchors[rows], (batch_size,), generator)
     return ks, anchors, partners
 
 
@@ -555,22 +594,36 @@ def beta_vae_score(
     constant exactly when its factor is;
     chance, 1/K, for codes independent of the factors.
 
+    With a factor grid as ``factors`` (:class:`probae.dsprites.Grid`) and a function
+    from its items to their codes as ``codes``, the pairs are drawn from the grid
+    (every factor but k drawn anew, k fixed by index) and only the drawn points are
+    encoded: the sampling of the paper, 2 x ``batch_size`` x (``num_train`` +
+    ``num_eval``) points.
+
+    :param codes: ``(N, D)``, or a function from grid items (a 1-D long tensor) to codes.
+    :param factors: ``(N, K)`` classes or values, or a factor grid.
     :param int num_train: training examples of the classifier.
     :param int num_eval: held-out examples.
     """
-    codes, factors = _check_tables(codes, factors)
-    classes = _classes(factors, num_bins)
+    if _is_grid(factors):
+        points = factors
+    else:
+        codes, factors = _check_tables(codes, factors)
+        points = _Groups(_classes(factors, num_bins))
+    num_factors = len(points.factor_sizes)
     generator = torch.Generator().manual_seed(seed)
     num = num_train + num_eval
-    ks = torch.randint(classes.shape[1], (num,), generator=generator)
+    ks = torch.randint(num_factors, (num,), generator=generator)
     # each pair: a point drawn at random and a partner sharing its class of factor k
-    first = torch.randint(classes.shape[0], (num, batch_size), generator=generator)
-    groups = _Groups(classes)
+    first = points.draw((num, batch_size), generator)
     second = torch.empty_like(first)
-    for k in range(classes.shape[1]):
+    for k in range(num_factors):
         rows = (ks == k).nonzero().squeeze(1)
         flat = first[rows].reshape(-1)
-        second[rows] = groups.partners(k, flat, (), generator).reshape(-1, batch_size)
+        second[rows] = points.draw_sharing(k, flat, (), generator).reshape(-1, batch_size)
+    if _is_grid(factors):
+        codes, pair = _grid_codes(codes, torch.stack([first, second]))
+        first, second = pair[0], pair[1]
     features = torch.cat(
         [
             (codes[a] - codes[b]).abs().mean(1)  # (chunk, D)
@@ -578,7 +631,7 @@ def beta_vae_score(
         ]
     )
     x_train, x_eval = _standardize(features[:num_train], features[num_train:])
-    weight, bias = _logistic_regression(x_train, ks[:num_train], classes.shape[1])
+    weight, bias = _logistic_regression(x_train, ks[:num_train], num_factors)
     predicted = (x_eval @ weight + bias).argmax(1)
     return float((predicted == ks[num_train:]).double().mean())
 
@@ -601,17 +654,36 @@ def factor_vae_score(
     1 when holding a factor fixed always stills one code of its own; near chance
     (1/K, somewhat above from the fitted majority) for codes independent of the
     factors.
+
+    With a factor grid as ``factors`` (:class:`probae.dsprites.Grid`) and a function
+    from its items to their codes as ``codes``, each vote's points are drawn from the
+    grid (factor k fixed by index, every other factor drawn anew) and the standard
+    deviations come from 10,000 points drawn uniformly (all of a smaller grid);
+    only the drawn points are encoded.
+
+    :param codes: ``(N, D)``, or a function from grid items (a 1-D long tensor) to codes.
+    :param factors: ``(N, K)`` classes or values, or a factor grid.
     """
-    codes, factors = _check_tables(codes, factors)
-    classes = _classes(factors, num_bins)
-    num_factors = classes.shape[1]
-    scale = codes.std(0)
+    generator = torch.Generator().manual_seed(seed)
+    num = num_train + num_eval
+    if _is_grid(factors):
+        spread = factors.draw((min(_SPREAD_POINTS, len(factors)),), generator)
+        ks, _, points = _fixed_factor_draws(factors, num, batch_size, generator)
+        codes, rows = _grid_codes(codes, torch.cat([spread, points.reshape(-1)]))
+        scale = codes[rows[: spread.numel()]].std(0)
+        points = rows[spread.numel() :].view(points.shape)
+        num_factors = len(factors.factor_sizes)
+    else:
+        codes, factors = _check_tables(codes, factors)
+        groups = _Groups(_classes(factors, num_bins))
+        num_factors = len(groups.factor_sizes)
+        scale = codes.std(0)
+        if scale.gt(0).any():
+            ks, _, points = _fixed_factor_draws(groups, num, batch_size, generator)
     active = scale > 0
     if not active.any():
         return 0.0
     normalized = codes[:, active] / scale[active]
-    generator = torch.Generator().manual_seed(seed)
-    ks, _, points = _fixed_factor_draws(classes, num_train + num_eval, batch_size, generator)
     votes = torch.cat([normalized[rows].var(1).argmin(1) for rows in points.split(_CHUNK)])
     table = torch.zeros(normalized.shape[1], num_factors, dtype=torch.long)
     table.index_put_(
@@ -670,12 +742,21 @@ class Disentanglement:
         return "\n".join([f"disentanglement on {self.num_points} points", *rows])
 
 
-def _scores(codes, factors, num_bins, seed, bar=None) -> Disentanglement:
+def _scores(codes, factors, num_bins, seed, votes=None, vote_sizes=(), bar=None):
+    """Every metric; the BetaVAE and FactorVAE scores read ``votes``, a pair
+    ``(codes, factors)`` of their own (a grid's), where given. ``bar`` counts the
+    metrics done."""
+    vote_codes, vote_factors = (codes, factors) if votes is None else votes
+    sizes = dict(zip(("batch_size", "num_train", "num_eval"), vote_sizes, strict=False))
     metrics = {  # in the order the seeded draws were always made
         "dci": lambda: dci(codes, factors, seed=seed),
         "modularity": lambda: modularity_explicitness(codes, factors, num_bins, seed=seed),
-        "beta_vae": lambda: beta_vae_score(codes, factors, num_bins=num_bins, seed=seed),
-        "factor_vae": lambda: factor_vae_score(codes, factors, num_bins=num_bins, seed=seed),
+        "beta_vae": lambda: beta_vae_score(
+            vote_codes, vote_factors, num_bins=num_bins, seed=seed, **sizes
+        ),
+        "factor_vae": lambda: factor_vae_score(
+            vote_codes, vote_factors, num_bins=num_bins, seed=seed, **sizes
+        ),
         "mig": lambda: mig(codes, factors, num_bins),
         "sap": lambda: sap(codes, factors),
         "mutual_information": lambda: mutual_information_matrix(codes, factors, num_bins),
@@ -728,11 +809,21 @@ def encode_factors(
 
     :param model: a model with ``encode(x)`` (the posterior mean), a ``(model, guide)``
         pair (the mean of its guide at site "z") or a callable ``x -> codes``.
-    :param data: a :class:`~probae.data.Dataset` with ``factors``, or a tensor of x.
+    :param data: a :class:`~probae.data.Dataset` with ``factors``, a tensor of x, or a
+        factor grid (:class:`probae.dsprites.Grid`), whose sampled images are rendered
+        batch by batch.
     :param factors: the factors ``(N, K)`` when ``data`` carries none.
     """
     from ..data import Dataset, as_tensor
 
+    if _is_grid(data):
+        if factors is not None:
+            raise ValueError("a factor grid carries its own factors: leave factors= out")
+        num_points = positive_int("num_points", num_points)
+        batch_size = positive_int("batch_size", batch_size)
+        generator = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(len(data), generator=generator)[:num_points].sort().values
+        return _encode_items(model, data, rows, batch_size), data.factors_of(rows)
     x = as_tensor(data)
     if factors is None:
         factors = data.factors if isinstance(data, Dataset) else None
@@ -764,6 +855,22 @@ def encode_factors(
     return torch.cat(codes), factors[rows.to(factors.device)].cpu()
 
 
+def _encode_items(model, grid, items, batch_size: int) -> torch.Tensor:
+    """Codes (CPU) of a grid's items, rendered and encoded ``batch_size`` at a time."""
+    encode = _representation(model)
+    module = model if isinstance(model, torch.nn.Module) else None
+    device = device_of(module, torch.device("cpu"))
+    x_shape = getattr(module, "x_shape", None)
+    codes = []
+    with torch.no_grad(), _eval_mode(module):
+        for chunk in items.split(batch_size):
+            xb = grid.images(chunk).to(device)
+            if x_shape is not None and xb[0].numel() == torch.Size(x_shape).numel():
+                xb = xb.reshape(xb.shape[0], *x_shape)
+            codes.append(encode(xb).detach().reshape(xb.shape[0], -1).cpu())
+    return torch.cat(codes)
+
+
 def disentanglement(
     model,
     data,
@@ -772,6 +879,9 @@ def disentanglement(
     num_bins: int = 20,
     batch_size: int = 256,
     seed: int = 0,
+    num_train: int = 10_000,
+    num_eval: int = 5_000,
+    group_size: int = 64,
     progress: bool | None = None,
 ) -> Disentanglement:
     """Every disentanglement metric of a model on data with known factors.
@@ -781,24 +891,48 @@ def disentanglement(
     points' factors (see the module's docstring and each metric's). Same seed, same
     numbers.
 
+    On a factor grid (:class:`probae.dsprites.Grid`, e.g.
+    ``data.load("dsprites", size=None)``) nothing is held but the codes: the sample's
+    images are rendered batch by batch, and the BetaVAE and FactorVAE scores draw their
+    points from the grid itself, fixing a factor by index and drawing the others anew
+    (the sampling of their papers), rendering and encoding each distinct drawn point
+    once: up to ``(3 * group_size) * (num_train + num_eval)`` points, 2.9 million at
+    the defaults (the papers' numbers); lower ``num_train``, ``num_eval`` or
+    ``group_size`` for a quicker estimate.
+
     :param model: a probae model, a ``(model, guide)`` pair or a callable ``x -> codes``.
     :param data: a :class:`~probae.data.Dataset` with ``factors`` (or a tensor with
-        ``factors=``).
+        ``factors=``), or a factor grid.
     :param factors: ``(N, K)`` factor classes or values, if ``data`` has none.
     :param int num_points: points to encode.
     :param int num_bins: bins of the mutual information estimator.
     :param int batch_size: points encoded at once.
     :param int seed: seeds the sample and every metric's draws.
+    :param int num_train: votes the BetaVAE and FactorVAE classifiers are fitted on.
+    :param int num_eval: votes they are scored on.
+    :param int group_size: points of one vote (pairs for BetaVAE, the points sharing
+        the fixed factor for FactorVAE).
     :param bool progress: show progress over the encoding and the seven metrics (True
         or None): a bar in a terminal or a notebook, elsewhere a plain line every 10 s
         once it runs that long; False shows nothing.
     :rtype: Disentanglement
     """
     _progress.check(progress)
+    vote_sizes = tuple(
+        positive_int(name, value)
+        for name, value in (
+            ("group_size", group_size),
+            ("num_train", num_train),
+            ("num_eval", num_eval),
+        )
+    )
     with _progress.counter(8, "probae disentanglement", "stage", progress) as bar:
         codes, factors = encode_factors(model, data, factors, num_points, batch_size, seed)
         bar.update(1)
-        return _scores(codes, factors, num_bins, seed, bar)
+        votes = None
+        if _is_grid(data):
+            votes = (lambda items: _encode_items(model, data, items, batch_size), data)
+        return _scores(codes, factors, num_bins, seed, votes, vote_sizes, bar)
 
 
 # -- total correlation and the KL decomposition --------------------------------------------

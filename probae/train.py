@@ -47,7 +47,7 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
-from . import _runstate, _validate, batches, distributed, objectives, rundir, schedules
+from . import _runstate, _validate, batches, distributed, objectives, rundir, saving, schedules
 from . import callbacks as _callbacks
 from . import data as _data
 from ._common import as_pair, positive_int, prepare
@@ -242,9 +242,12 @@ def fit(
         already holds a run is never replaced: resume it, or choose another.
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
         The data, the model's options, ``loss``, ``num_particles``, ``batch_size``,
-        ``binarize``, ``beta_warmup`` and ``seed`` must be the run's (an error names the
-        one that differs); ``epochs`` (no fewer than those done), ``lr``, ``validation``,
-        ``progress`` and ``validate`` may change.
+        ``binarize``, ``beta_warmup``, ``seed``, ``gradient``, ``kl_schedule`` (or
+        ``capacity``), ``lr_schedule``, ``clip_grad_norm``, ``precision`` and the
+        optimizer's class must be the run's (an error names the one that differs);
+        ``epochs`` (no fewer than those done), ``lr``, ``validation``, ``progress``,
+        ``validate``, ``check_data``, ``num_workers``, ``in_memory``, ``callbacks`` and
+        ``early_stopping`` may change.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show a progress bar (default: when stderr is a terminal).
     :param bool validate: run Pyro's distribution-argument checks at every step. The data
@@ -459,6 +462,12 @@ def _fit(
             binarize=binarize,
             beta_warmup=beta_warmup,
             seed=seed,
+            gradient=gradient,
+            kl_schedule=kl_schedule,
+            lr_schedule=lr_schedule,
+            clip_grad_norm=clip_grad_norm,
+            precision=_runstate.precision_name(precision),
+            optimizer=_runstate.optimizer_kind(optim),
         )
         checkpoint, restored = _open_run(
             checkpoint_dir,
@@ -594,6 +603,7 @@ def _loop(
                 state.validation = _validation_loss(
                     objective, pair, module, val, batch_size, recorder, binarize == "dynamic"
                 )
+            _runstate.check_validation(state.validation, state.epoch, checkpoint, saved["epoch"])
             state.extra["seconds"] = time.perf_counter() - began
             for key, value in _epoch_metrics(module).items():
                 state.history.metrics.setdefault(key, []).append(value)
@@ -709,6 +719,7 @@ def _open_run(
     checkpoint = folder / CHECKPOINT_NAME
     if is_writer:
         run_lock.enter_context(rundir.lock(folder))
+        saving.remove_orphans(folder)  # temporary files of writers killed mid-write
     else:
         folder.mkdir(parents=True, exist_ok=True)
     if not checkpoint.exists():

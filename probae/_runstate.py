@@ -29,6 +29,7 @@ DEFINING = (
     "clip_grad_norm",
     "precision",
     "optimizer",
+    "world_size",
 )
 #: fit() options that may change on resume (the rest of fit's arguments are the data,
 #: the model and those in DEFINING): they decide how long, how fast or how watched the

@@ -468,6 +468,7 @@ def _fit(
             clip_grad_norm=clip_grad_norm,
             precision=_runstate.precision_name(precision),
             optimizer=_runstate.optimizer_kind(optim),
+            world_size=world,
         )
         checkpoint, restored = _open_run(
             checkpoint_dir,
@@ -483,9 +484,10 @@ def _fit(
             device,
         )
         if restored is not None:
-            start_epoch, step, history = restored
+            start_epoch, step, history, every_rank = restored
             saved["epoch"] = start_epoch
-            _decorrelate_ranks()
+            if not every_rank:  # a checkpoint without the other ranks' random streams
+                _decorrelate_ranks()
     is_writer = distributed.rank() == 0
 
     state = _callbacks.TrainingState(
@@ -507,6 +509,8 @@ def _fit(
         state_now = _checkpoint_state(
             state.epoch, state.step, module, params, optim, history, target_beta
         )
+        if world > 1:  # every rank's random streams, gathered at the epoch's end
+            state_now["rank_rng"] = state.extra.get("rank_rng")
         write_checkpoint({**state_now, "run": run}, path)
         if checkpoint is not None and Path(path) == checkpoint:
             saved["epoch"] = state.epoch
@@ -609,6 +613,8 @@ def _loop(
                 state.history.metrics.setdefault(key, []).append(value)
             # nothing non-finite is recorded or saved: the last good checkpoint stays
             _check_finite(params, optim, state.epoch, checkpoint, saved["epoch"])
+            if world > 1 and checkpoint is not None:  # for a resume that is exact on every rank
+                state.extra["rank_rng"] = distributed.gather(_rng_state())
             _call(hooked, "on_epoch_end", state)
             distributed.barrier()
             if state.stop:
@@ -897,9 +903,22 @@ def _restore(path, module, params, optim, state):
                 store.get_param(name).unconstrained().copy_(value)
         optim.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
+        every_rank = _set_rank_rng_state(state.get("rank_rng"))
         history = History(**state["history"])
     except (KeyError, RuntimeError, ValueError) as error:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match this model and optimizer ({error})"
         ) from error
-    return state["epoch"], state["step"], history
+    return state["epoch"], state["step"], history, every_rank
+
+
+def _set_rank_rng_state(states) -> bool:
+    """Restores this rank's own random streams from a checkpoint's ``rank_rng`` (one
+    entry per rank, written by rank 0); False where it holds none for this world."""
+    world = distributed.world_size()
+    if world == 1:
+        return True
+    if not isinstance(states, list) or len(states) != world:
+        return False
+    _set_rng_state(states[distributed.rank()])
+    return True

@@ -275,6 +275,7 @@ def read_checkpoint(path, map_location=None) -> dict:
                 f"than this one (which reads {', '.join(_READABLE)}): upgrade probae to load it"
             )
         raise ValueError(f"checkpoint {str(path)!r} is not a probae checkpoint")
+    _check_tensors(state, path)
     if found == FORMAT:
         stored = state.get(CHECKSUM_KEY)
         if not isinstance(stored, str) or stored != checksum(state):
@@ -283,6 +284,27 @@ def read_checkpoint(path, map_location=None) -> dict:
                 "checksum written with them (a disk or copy error); use another copy of it"
             )
     return _migrate(state)
+
+
+def _check_tensors(state, path: Path) -> None:
+    """Refuses a tensor whose shape claims more elements than its stored bytes hold (a
+    view with zero or overlapping strides, which a crafted file can give a shape of
+    terabytes): every tensor probae writes is backed by its own elements."""
+    stack = [("", state)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{key}/{k}" if key else str(k), v) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, torch.Tensor):
+            needed = value.numel() * value.element_size()
+            held = value.untyped_storage().nbytes()
+            if needed > held:
+                raise ValueError(
+                    f"checkpoint {str(path)!r} is corrupt: the tensor {key!r} has shape "
+                    f"{tuple(value.shape)} ({needed} bytes) but only {held} bytes stored"
+                )
 
 
 def _migrate(state: dict) -> dict:
@@ -472,11 +494,13 @@ def load(path, device=None, model=None) -> torch.nn.Module:
                 f"{str(file)!r} holds weights only (the model was not a probae model): build "
                 "the model yourself and pass it, probae.load(path, model=my_model)"
             )
+        where = file.parent / RUN_CONFIG_NAME if "run_options" in config else file
+        _check_shapes(config, state.get("module"), where)
         try:
             model = build(config)
-        except (ValueError, TypeError, KeyError) as error:
-            where = file.parent / RUN_CONFIG_NAME if "run_options" in config else file
-            raise ValueError(f"cannot rebuild the model from {str(where)!r}: {error}") from None
+        except (ValueError, TypeError, KeyError, RuntimeError, MemoryError) as error:
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"cannot rebuild the model from {str(where)!r}: {detail}") from None
     elif not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     try:
@@ -489,6 +513,44 @@ def load(path, device=None, model=None) -> torch.nn.Module:
     if device is not None:
         model.to(torch.device(device))
     return model.eval()
+
+
+def _check_shapes(config: dict, weights, where: Path) -> None:
+    """Builds the model on PyTorch's meta device (shapes, no memory) and refuses a
+    configuration asking for far more weights than the file stores (a crafted or
+    mismatched file asking for terabytes) before a model of that size is allocated."""
+    if not isinstance(weights, dict) or not meta_device_works():
+        return
+    try:
+        with torch.device("meta"):
+            fresh = build(config).state_dict()
+    except Exception:  # a part that cannot be built without memory: the real build decides
+        return
+    asked = sum(v.numel() * v.element_size() for v in fresh.values())
+    stored = sum(
+        v.numel() * v.element_size() for v in weights.values() if isinstance(v, torch.Tensor)
+    )
+    if asked > 2 * stored + _SLACK_BYTES:
+        raise ValueError(
+            f"cannot rebuild the model from {str(where)!r}: its options ask for "
+            f"{asked / 2**30:.1f} GiB of weights, the file stores {stored / 2**20:.1f} MiB "
+            "(the options and the weights are not of one model)"
+        )
+
+
+def meta_device_works() -> bool:
+    """Whether tensors made under ``torch.device("meta")`` are on the meta device (an
+    emulated device may take the default device over)."""
+    try:
+        with torch.device("meta"):
+            return torch.empty(1).device.type == "meta"
+    except Exception:
+        return False
+
+
+#: weights a model may hold beyond twice those stored (state a fresh model allocates
+#: before it is fitted) before a configuration is refused as not the file's
+_SLACK_BYTES = 2**30
 
 
 def _check_manifest(file: Path, state: dict) -> None:

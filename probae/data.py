@@ -64,9 +64,11 @@ class Dataset:
 
     def __post_init__(self):
         points = self.x.shape[0] if torch.is_tensor(self.x) and self.x.dim() else None
-        for name in ("y", "factors"):
+        for name, rows in (("y", 1), ("factors", 2)):  # dims of a set's (a point's: one less)
             value = getattr(self, name)
-            if points is not None and torch.is_tensor(value) and value.shape[:1] != (points,):
+            if value is None or not torch.is_tensor(value) or value.dim() < rows:
+                continue  # none, or those of one point (dataset[i])
+            if points is not None and value.shape[0] != points:
                 raise ValueError(
                     f"{name} must hold one row per point of x ({points}), got shape "
                     f"{tuple(value.shape)}"

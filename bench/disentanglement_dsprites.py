@@ -79,7 +79,7 @@ def main():
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as handle:
             handle.write(json.dumps(row) + "\n")
-        probae.save(model, f"{args.out}.{name}")
+        probae.save(model, f"{args.out}.{name}", overwrite=True)
         if args.pictures:
             pictures(model, data, name, args.pictures)
 

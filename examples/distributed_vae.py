@@ -8,6 +8,12 @@ process, so the script is runnable anywhere.
 
     torchrun --nproc_per_node=2 examples/distributed_vae.py --epochs 50
     python examples/distributed_vae.py --epochs 50          # one process
+
+A run that stopped continues from its last checkpoint with ``--resume`` (the same
+number of processes): every process's random streams are in the checkpoint, so the
+resumed run ends with the weights the uninterrupted run would have had.
+
+    torchrun --nproc_per_node=2 examples/distributed_vae.py --epochs 100 --resume
 """
 
 import argparse
@@ -27,6 +33,9 @@ def main(argv=None):
         "--batch-size", type=int, default=64, help="points per process and step (default: 64)"
     )
     parser.add_argument("--out", default="distributed_vae", help="folder for the checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
     parser.add_argument(
         "--device",
         default="auto",
@@ -54,6 +63,7 @@ def main(argv=None):
             batch_size=args.batch_size,
             binarize="dynamic",
             checkpoint_dir=Path(args.out),
+            resume=args.resume,
             seed=0,
         )
         if distributed.rank() == 0:

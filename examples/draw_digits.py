@@ -62,7 +62,7 @@ def main(argv=None):
         viz.history_plot(history, out / "history.png"),
     ]
     print("pictures:", ", ".join(str(p) for p in pictures))
-    probae.save(draw, out / "model")
+    probae.save(draw, out / "model", overwrite=True)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def main(argv=None):
     ]
     print("pictures:", ", ".join(str(p) for p in pictures))
     # the trained model: class, options and weights; probae.load(out / "model") reads it back
-    probae.save(vae, out / "model")
+    probae.save(vae, out / "model", overwrite=True)
 
 
 if __name__ == "__main__":

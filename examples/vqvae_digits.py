@@ -61,7 +61,7 @@ def main(argv=None):
         viz.history_plot(history, out / "history.png"),
     ]
     print("pictures:", ", ".join(str(p) for p in pictures))
-    probae.save(vq, out / "model")
+    probae.save(vq, out / "model", overwrite=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ finite parameters, and the last good checkpoint an error can point at."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 
 from . import _validate
 
-#: fit() options that define a run: resuming with another value is refused
+#: fit() options that define a run (they change its trajectory): resuming with another
+#: value is refused. ``kl_schedule`` covers ``capacity``; ``optimizer`` is the class of
+#: the optimizer, compared by name (its settings are restored from the checkpoint).
 DEFINING = (
     "loss",
     "num_particles",
@@ -21,10 +24,33 @@ DEFINING = (
     "beta_warmup",
     "seed",
     "reduction",
+    "gradient",
+    "kl_schedule",
+    "lr_schedule",
+    "clip_grad_norm",
+    "precision",
+    "optimizer",
+    "world_size",
 )
 #: fit() options that may change on resume (the rest of fit's arguments are the data,
-#: the model and those in DEFINING)
-ALLOWED_ON_RESUME = ("epochs", "lr", "validation", "validation_c", "progress", "validate")
+#: the model and those in DEFINING): they decide how long, how fast or how watched the
+#: run is, not where it goes
+ALLOWED_ON_RESUME = (
+    "epochs",
+    "lr",
+    "validation",
+    "validation_c",
+    "progress",
+    "validate",
+    "check_data",
+    "num_workers",
+    "in_memory",
+    "callbacks",
+    "early_stopping",
+    "threads",
+)
+#: attributes of schedules that are their progress, not their settings
+_PROGRESS = frozenset({"step", "target", "scheduler", "elbo"})
 
 
 #: no default-optimizer learning rate above this trains anything (Adam's steps are of
@@ -57,12 +83,57 @@ def fingerprint(x: torch.Tensor, c: torch.Tensor | None = None) -> str:
     return digest.hexdigest()
 
 
-def record(data_fingerprint: str, lr, optimizer, **options) -> dict:
-    """The run's record stored in every checkpoint."""
+def describe(value):
+    """A plain, comparable description of an option: numbers, names and None as they
+    are; a schedule as its class and settings (not its progress); a function by its
+    qualified name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if inspect.isroutine(value) or isinstance(value, type) or not hasattr(value, "__dict__"):
+        return _qualified(value)
+    settings = {
+        k: describe(v)
+        for k, v in sorted(vars(value).items())
+        if not k.startswith("_") and k not in _PROGRESS
+    }
+    return {"class": type(value).__name__, **settings}
+
+
+def _qualified(value) -> str:
+    module = getattr(value, "__module__", None) or type(value).__module__
+    name = getattr(value, "__qualname__", None) or type(value).__qualname__
+    return f"{module}.{name}"
+
+
+def optimizer_kind(optimizer) -> str:
+    """The optimizer's algorithm by name: its nearest class among PyTorch's optimizers
+    (a subclass of Adam keeps Adam's state, and is Adam here), else its own class; a
+    :mod:`pyro.optim` optimizer by the PyTorch class it builds per parameter."""
+    pyro_optim = getattr(optimizer, "pyro_optim", None)
+    if pyro_optim is not None:
+        built = getattr(pyro_optim, "pt_optim_constructor", type(pyro_optim))
+        return f"pyro.optim({getattr(built, '__name__', type(built).__name__)})"
+    for cls in type(optimizer).__mro__:
+        if cls.__module__.startswith("torch.optim") and cls is not torch.optim.Optimizer:
+            return cls.__name__
+    return type(optimizer).__name__
+
+
+def precision_name(precision):
+    """``"bf16"`` or None, however fit was told."""
+    return "bf16" if precision in ("bf16", "bfloat16") else None
+
+
+def record(data_fingerprint: str, lr, factory, **options) -> dict:
+    """The run's record stored in every checkpoint: the data's fingerprint, the
+    learning rate of the default optimizer, and every option in :data:`DEFINING`
+    (``optimizer`` the optimizer's class name), described by :func:`describe`."""
     return {
         "data": data_fingerprint,
-        "lr": None if optimizer is not None or lr is None else float(lr),
-        **{key: options[key] for key in DEFINING},
+        "lr": None if factory is not None or lr is None else float(lr),
+        **{key: describe(options[key]) for key in DEFINING},
     }
 
 
@@ -87,10 +158,13 @@ def check_resume(stored: dict | None, current: dict, model_stored, model_now, pa
         if key == "seed" and current[key] is None:
             continue  # the random streams are restored from the checkpoint either way
         if key in stored and stored[key] != current[key]:
-            raise ValueError(
-                f"cannot resume {where}: {key}={current[key]!r} differs from the run's "
-                f"{key}={stored[key]!r} (only {allowed} may change on resume)"
-            )
+            then, now = stored[key], current[key]
+            if isinstance(then, dict) and isinstance(now, dict):  # a schedule's setting
+                inner, then, now = _first_difference(then, now)
+                what = f"{key} differs from the run's (its {inner} is {now!r}, the run's {then!r})"
+            else:
+                what = f"{key}={now!r} differs from the run's {key}={then!r}"
+            raise ValueError(f"cannot resume {where}: {what} (only {allowed} may change on resume)")
     if stored.get("data") != current["data"]:
         raise ValueError(
             f"cannot resume {where}: data differs from the data it was trained on (their "
@@ -158,3 +232,23 @@ def last_good(checkpoint: Path | None, epoch: int | None = None) -> str:
             "lower lr for instance"
         )
     return f"; no checkpoint was written in {str(checkpoint.parent)!r} (no epoch finished)"
+
+
+def check_validation(summary, epoch: int, checkpoint, saved_epoch) -> None:
+    """Refuses a validation summary holding a non-finite number (nothing non-finite is
+    recorded or saved), naming the validation data and the figure."""
+    if summary is None:
+        return
+    for key, value in summary.items():
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            figure = "loss" if key == "loss" else f"{key.replace('_', ' ')}"
+            raise FloatingPointError(
+                f"the validation data's {figure} is not finite ({bad[0]}) after epoch "
+                f"{epoch}: the model gives some validation points a density too small "
+                "(or too large) for float32, which a Gaussian or Laplace likelihood does "
+                "for points far from anything in the training data; check the validation "
+                "data. Training stopped and this epoch is not saved"
+                + last_good(checkpoint, saved_epoch)
+            )

@@ -640,13 +640,20 @@ def build_parser() -> argparse.ArgumentParser:
         "with dynamic binarization) on the 8x8 digits that ship with scikit-learn, write "
         "six pictures (history, rate_distortion, kl_per_dimension, samples, "
         "reconstructions, latent .png), and print the test ELBO and the IWAE "
-        "log-likelihood estimate in nats per image. The run directory is overwritten.",
+        "log-likelihood estimate in nats per image. A run directory of an earlier demo is "
+        "replaced; any other folder that is not empty is refused unless --overwrite.",
     )
     demo.add_argument(
         "--run-dir",
         metavar="DIR",
         default="probae-demo",
         help="run directory (default: probae-demo)",
+    )
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run directory even if it holds files probae demo did not write "
+        "(a training run, for instance)",
     )
     demo.add_argument(
         "--epochs",
@@ -1127,6 +1134,11 @@ def cmd_sample(args) -> int:
     default = SAMPLES_PER_CLASS if family.conditional else SAMPLES
     n = _positive("-n/--num", default if args.num is None else args.num)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise CommandError(
+            f"--out must name a .png file, got {str(out)!r}"
+            + (" (a folder)" if out.is_dir() else "")
+        )
     if family.conditional:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(args.seed)
@@ -1163,8 +1175,10 @@ def cmd_demo(args) -> int:
     config["epochs"] = _positive("--epochs", args.epochs)
     device = _device(args.device)
     with rundir.lock(run_dir):
+        _check_demo_folder(run_dir, args.overwrite)
         for stale in (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME):
             (run_dir / stale).unlink(missing_ok=True)
+        (run_dir / DEMO_MARK).touch()
         print(
             f"training a VAE (z_dim {config['z_dim']}, Bernoulli pixels, dynamic binarization) "
             f"on the 8x8 digits for {config['epochs']} epochs ..."
@@ -1175,6 +1189,23 @@ def cmd_demo(args) -> int:
     _print_metrics(metrics, config)
     _write_json(metrics, run_dir / METRICS_NAME)
     return 0
+
+
+#: the file that marks a folder as written by probae demo (which may replace it)
+DEMO_MARK = ".probae-demo"
+
+
+def _check_demo_folder(run_dir: Path, overwrite: bool) -> None:
+    """Refuses a run directory holding files of anything but an earlier demo."""
+    if overwrite or (run_dir / DEMO_MARK).is_file():
+        return
+    found = sorted(p.name for p in run_dir.iterdir() if p.name != rundir.LOCK_NAME)
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise CommandError(
+            f"--run-dir {str(run_dir)!r} holds files probae demo did not write ({shown}); "
+            "choose another folder, or pass --overwrite to replace them"
+        )
 
 
 def _os_error(error: OSError) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import pickle
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -63,6 +64,18 @@ class Dataset:
     image_shape: tuple | None = None
     name: str = "tensor"
     factors: torch.Tensor | None = None
+
+    def __post_init__(self):
+        points = self.x.shape[0] if torch.is_tensor(self.x) and self.x.dim() else None
+        for name, rows in (("y", 1), ("factors", 2)):  # dims of a set's (a point's: one less)
+            value = getattr(self, name)
+            if value is None or not torch.is_tensor(value) or value.dim() < rows:
+                continue  # none, or those of one point (dataset[i])
+            if points is not None and value.shape[0] != points:
+                raise ValueError(
+                    f"{name} must hold one row per point of x ({points}), got shape "
+                    f"{tuple(value.shape)}"
+                )
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -178,6 +191,13 @@ def _torchvision(key: str, split: str, root) -> Dataset:
                 f"could not read {key} from {raw} and could not download it ({error}); "
                 "place the four original gzip files there"
             ) from error
+    except Exception as error:  # a damaged gzip file, a refused legacy processed/*.pt
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"could not read {key} from {os.path.join(root, folder)} (torchvision reads "
+            f"raw/*.gz, or processed/*.pt without running code): {type(error).__name__}: "
+            f"{detail}"
+        ) from None
     x = tv.data.to(torch.float32).div_(255.0).reshape(len(tv.data), -1)
     return Dataset(x, tv.targets.to(torch.long), (1, 28, 28), key)
 
@@ -261,6 +281,7 @@ class ConditionalDataset(Dataset):
     c: torch.Tensor | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.c is None or not isinstance(self.c, torch.Tensor):
             raise TypeError("ConditionalDataset needs c=, a torch.Tensor with one row per point")
         if self.c.shape[0] != self.x.shape[0]:
@@ -485,6 +506,10 @@ class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths, labels=None, crop=None, size=None, name="images"):
         self.paths, self.labels = list(paths), labels
         self.crop, self.size, self.name = crop, size, name
+        if labels is not None and len(labels) != len(self.paths):
+            raise ValueError(
+                f"labels must hold one label per image file ({len(self.paths)}), got {len(labels)}"
+            )
         if not self.paths:
             raise FileNotFoundError(f"no image files for data set {name!r}")
         first = self[0][0]
@@ -496,17 +521,28 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index):
         from PIL import Image
 
-        with Image.open(self.paths[index]) as image:
-            image = image.convert("RGB")
-            if self.crop is not None:
-                width, height = image.size
-                left, top = (width - self.crop) // 2, (height - self.crop) // 2
-                image = image.crop((left, top, left + self.crop, top + self.crop))
-            if self.size is not None:
-                image = image.resize((self.size, self.size), Image.BILINEAR)
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                pixels = self._pixels(image)
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for a bad file
+            raise ValueError(
+                f"image file {str(path)!r} of data set {self.name!r} cannot be read: {error}"
+            ) from None
         x = pixels.permute(2, 0, 1).float().div_(255.0)
         return x, 0 if self.labels is None else int(self.labels[index])
+
+    def _pixels(self, image):
+        from PIL import Image
+
+        image = image.convert("RGB")
+        if self.crop is not None:
+            width, height = image.size
+            left, top = (width - self.crop) // 2, (height - self.crop) // 2
+            image = image.crop((left, top, left + self.crop, top + self.crop))
+        if self.size is not None:
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
 
 
 def _require(root, name, what):
@@ -524,11 +560,83 @@ def _images(x_uint8_nhwc, labels, name, flatten) -> Dataset:
     return Dataset(x.contiguous(), torch.as_tensor(labels, dtype=torch.long), shape, name)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the CIFAR-10 python files hold: dicts,
+    lists, numbers, bytes and strings, and NumPy arrays through NumPy's own array
+    reconstruction. Any other class or function named in the file is refused before
+    it is called, so a planted file cannot run code."""
+
+    def find_class(self, module, name):
+        allowed = _ARRAY_GLOBALS.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which is not part of the format (only NumPy "
+                "arrays, lists, dicts, numbers, bytes and strings are read)"
+            )
+        return allowed()
+
+
+def _reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct as reconstruct
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct as reconstruct
+    return reconstruct
+
+
+def _frombuffer():
+    try:
+        from numpy._core.numeric import _frombuffer as frombuffer
+    except ImportError:  # NumPy 1
+        from numpy.core.numeric import _frombuffer as frombuffer
+    return frombuffer
+
+
+def _encode():
+    import codecs
+
+    def encode(text, encoding="latin1"):  # how Python 3 pickles bytes at protocol 2
+        if not isinstance(text, str) or encoding != "latin1":
+            raise pickle.UnpicklingError("bytes in an unexpected encoding")
+        return codecs.encode(text, "latin1")
+
+    return encode
+
+
+#: the globals a pickled NumPy array names (NumPy 1 and 2, protocols 2 to 5)
+_ARRAY_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _encode,
+}
+
+
+def read_array_pickle(path):
+    """Reads a pickle of arrays and plain containers (the CIFAR-10 python files) without
+    running anything it names: :class:`pickle.Unpickler` restricted to NumPy's array
+    reconstruction, dicts, lists, numbers, bytes and strings.
+
+    :raises ValueError: naming the file, if it names any other class or function, or is
+        not a pickle.
+    """
+    try:
+        with open(path, "rb") as handle:
+            return _ArrayUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path!r} is not a readable array pickle: {error}") from None
+
+
 def cifar10(split: str = "train", root=None, flatten: bool = True) -> Dataset:
     """CIFAR-10 (Krizhevsky 2009) from ``root/cifar-10-batches-py`` (the python
-    pickles of the original archive): 50,000 training and 10,000 test images, 3x32x32."""
-    import pickle
+    pickles of the original archive): 50,000 training and 10,000 test images, 3x32x32.
 
+    The files are read by a restricted unpickler (:func:`read_array_pickle`): a file
+    naming anything but NumPy arrays and plain containers is refused unread, so a
+    planted file runs no code."""
     root = _require(root, "cifar10", "a folder holding cifar-10-batches-py")
     folder = os.path.join(root, "cifar-10-batches-py")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -539,10 +647,24 @@ def cifar10(split: str = "train", root=None, flatten: bool = True) -> Dataset:
             raise FileNotFoundError(
                 f"CIFAR-10 file {path} not found (unpack cifar-10-python.tar.gz in root)"
             )
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.extend(batch[b"labels"])
+        batch = read_array_pickle(path)
+        pixels = batch.get(b"data") if isinstance(batch, dict) else None
+        labels = batch.get(b"labels") if isinstance(batch, dict) else None
+        if (
+            not isinstance(pixels, np.ndarray)
+            or pixels.dtype != np.uint8
+            or pixels.ndim != 2
+            or pixels.shape[1] != 3 * 32 * 32
+            or not isinstance(labels, list)
+            or len(labels) != len(pixels)
+            or not all(type(label) is int and 0 <= label < 10 for label in labels)
+        ):
+            raise ValueError(
+                f"CIFAR-10 file {path!r} does not hold a batch of the format: a dict with "
+                "b'data', a uint8 array (N, 3072), and b'labels', N integers in 0..9"
+            )
+        xs.append(pixels.reshape(-1, 3, 32, 32))
+        ys.extend(labels)
     x = np.concatenate(xs).transpose(0, 2, 3, 1)
     return _images(x, ys, "cifar10", flatten)
 
@@ -556,9 +678,19 @@ def svhn(split: str = "train", root=None, flatten: bool = True) -> Dataset:
     path = os.path.join(root, f"{split}_32x32.mat")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SVHN file {path} not found")
-    mat = loadmat(path)
-    x = np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2)  # (32, 32, 3, N) -> NHWC
-    y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
+    try:
+        mat = loadmat(path)  # MATLAB arrays only: loadmat builds no Python objects
+        x = np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2)  # (32, 32, 3, N) -> NHWC
+        y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
+    except Exception as error:  # scipy's many errors for a file that is not such a .mat
+        raise ValueError(
+            f"SVHN file {path!r} is not a MATLAB file with arrays 'X' (32, 32, 3, N) and "
+            f"'y' (N, 1): {type(error).__name__}: {error}"
+        ) from None
+    if x.shape[1:] != (32, 32, 3) or len(y) != len(x):
+        raise ValueError(
+            f"SVHN file {path!r} must hold 'X' of shape (32, 32, 3, N) and 'y' of N labels"
+        )
     return _images(x, y, "svhn", flatten)
 
 
@@ -630,17 +762,51 @@ def from_file(path, split: str = "train") -> Dataset:
         raise FileNotFoundError(f"data file {path!r} not found")
     y = None
     if path.endswith(".npy"):
-        x = torch.from_numpy(np.load(path, allow_pickle=False))
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(
+                f"data file {path!r} is not a .npy array readable without running code "
+                f"(object arrays, which hold pickles, are refused): {error}"
+            ) from None
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"data file {path!r} must hold one array")
+        if array.dtype.kind not in "biuf":
+            raise ValueError(
+                f"data file {path!r} holds an array of dtype {array.dtype}; expected real "
+                "numbers (integers or floats)"
+            )
+        x = torch.from_numpy(array)
     elif path.endswith(".pt"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch's weights-only unpickler refused or failed
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"data file {path!r} is not a tensor file readable without running code "
+                f"(torch.load(weights_only=True) refused it: {detail or type(error).__name__})"
+            ) from None
         if isinstance(obj, dict):
             if "x" not in obj:
                 raise ValueError(f"{path!r} holds a dict without 'x'; expected keys 'x' (and 'y')")
             x, y = obj["x"], obj.get("y")
         else:
             x = obj
-        if not isinstance(x, torch.Tensor):
+        if not isinstance(x, torch.Tensor) or (y is not None and not isinstance(y, torch.Tensor)):
             raise TypeError(f"{path!r} must hold a tensor or a dict of tensors")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(
+                f"data file {path!r} holds a tensor of dtype {x.dtype}; expected real numbers"
+            )
+        if y is not None:
+            points = x.shape[0] if x.dim() else None
+            if y.dim() != 1 or y.shape[0] != points:
+                raise ValueError(
+                    f"labels 'y' in {path!r} must be one per point of 'x' (shape "
+                    f"({points},)), got shape {tuple(y.shape)}"
+                )
+            if y.is_floating_point() or y.is_complex():
+                raise ValueError(f"labels 'y' in {path!r} must be integers, got dtype {y.dtype}")
     else:
         raise ValueError(f"data file {path!r} must end in .npy or .pt")
     if x.dim() < 2:

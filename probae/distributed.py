@@ -19,6 +19,11 @@ that averages gradients across ranks. With per-rank batches of b points, one
 step is exactly the single-process step on the union of the ranks' batches
 (:math:`W b` points): the gradient of a per-point average is the average of
 the ranks' per-point averages. Only rank 0 writes checkpoints and shows progress.
+
+A checkpoint holds every rank's random streams (gathered to rank 0 at the end of
+each epoch) beside the epoch order's (rank 0's), so a run resumed with the same
+number of processes continues exactly as the uninterrupted run, bit for bit; the
+number of processes is part of the run and a resume with another is refused.
 """
 
 from __future__ import annotations
@@ -154,6 +159,16 @@ def all_sum(value: float, device) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.item()
+
+
+def gather(obj) -> list | None:
+    """``obj`` of every rank, in rank order, on rank 0 (None on the others); ``[obj]``
+    in one process. A collective: every rank calls it."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size() if rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def barrier() -> None:

@@ -3,10 +3,11 @@
 A training run (``probae.fit(checkpoint_dir=...)``, ``probae train``) holds an
 advisory lock on its folder while it writes there: the file ``.lock`` in the folder,
 locked with :func:`fcntl.flock` and holding the owner's process id and host name. A
-second writer is refused with an error naming the owner. The operating system
-releases the lock when its owner exits, however it exits (a ``kill -9`` included), so
-a lock left by a dead process is stale and is taken over; the file's contents then
-still name the dead process, which :func:`holder` reports for the record.
+second writer is refused with an error naming the owner. The owner removes the file
+when it is done, error or not. The operating system releases the lock when its owner
+exits, however it exits (a ``kill -9`` included), so a lock left by a dead process is
+stale and is taken over; the file's contents then still name the dead process, which
+:func:`holder` reports for the record.
 
 Locks are re-entrant within one process: ``probae train`` takes the lock before it
 writes ``config.json`` and :func:`probae.fit` takes it again around its checkpoints.
@@ -97,15 +98,26 @@ def _acquire(folder: Path) -> int:
     path = folder / LOCK_NAME
     if fcntl is None:
         return _acquire_exclusive(folder, path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirectoryLocked(folder, _written_holder(folder)) from None
+        except OSError:  # a file system without flock: fall back to O_EXCL
+            os.close(fd)
+            return _acquire_exclusive(folder, path)
+        # The owner before us removes the file before it lets go of it: if the file
+        # locked is no longer the one at the path, take the lock again on the new one.
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+            break
         os.close(fd)
-        raise RunDirectoryLocked(folder, _written_holder(folder)) from None
-    except OSError:  # a file system without flock: fall back to O_EXCL
-        os.close(fd)
-        return _acquire_exclusive(folder, path)
     os.ftruncate(fd, 0)
     os.pwrite(fd, _owner_record(), 0)
     os.fsync(fd)
@@ -137,8 +149,10 @@ def _release(folder: Path, fd: int) -> None:
             (folder / LOCK_NAME).unlink()
         os.close(-fd - 1)
         return
-    # The file stays (removing a flock'd file races with a writer opening it); the
-    # lock goes with the descriptor.
+    # Removed while still held: a writer that opened it meanwhile finds, once it holds
+    # it, that the path no longer names it, and starts over (see _acquire).
+    with contextlib.suppress(OSError):
+        (folder / LOCK_NAME).unlink()
     os.close(fd)
 
 

@@ -55,6 +55,7 @@ from . import (
     importance,
     objectives,
     rundir,
+    saving,
     schedules,
 )
 from . import callbacks as _callbacks
@@ -263,9 +264,12 @@ def fit(
         already holds a run is never replaced: resume it, or choose another.
     :param bool resume: continue from ``checkpoint_dir``'s checkpoint if there is one.
         The data, the model's options, ``loss``, ``num_particles``, ``batch_size``,
-        ``binarize``, ``beta_warmup`` and ``seed`` must be the run's (an error names the
-        one that differs); ``epochs`` (no fewer than those done), ``lr``, ``validation``,
-        ``progress`` and ``validate`` may change.
+        ``binarize``, ``beta_warmup``, ``seed``, ``reduction``, ``gradient``, ``kl_schedule`` (or
+        ``capacity``), ``lr_schedule``, ``clip_grad_norm``, ``precision`` and the
+        optimizer's class must be the run's (an error names the one that differs);
+        ``epochs`` (no fewer than those done), ``lr``, ``validation``, ``progress``,
+        ``validate``, ``check_data``, ``num_workers``, ``in_memory``, ``callbacks`` and
+        ``early_stopping`` may change.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show progress (True or None): a bar in a terminal or a
         notebook, elsewhere (a log file, CI) a plain line per epoch, and every 10 s
@@ -513,6 +517,13 @@ def _fit(
             beta_warmup=beta_warmup,
             seed=seed,
             reduction=reduction,
+            gradient=gradient,
+            kl_schedule=kl_schedule,
+            lr_schedule=lr_schedule,
+            clip_grad_norm=clip_grad_norm,
+            precision=_runstate.precision_name(precision),
+            optimizer=_runstate.optimizer_kind(optim),
+            world_size=world,
         )
         checkpoint, restored = _open_run(
             checkpoint_dir,
@@ -528,9 +539,10 @@ def _fit(
             device,
         )
         if restored is not None:
-            start_epoch, step, history = restored
+            start_epoch, step, history, every_rank = restored
             saved["epoch"] = start_epoch
-            _decorrelate_ranks()
+            if not every_rank:  # a checkpoint without the other ranks' random streams
+                _decorrelate_ranks()
     is_writer = distributed.rank() == 0
 
     state = _callbacks.TrainingState(
@@ -552,6 +564,8 @@ def _fit(
         state_now = _checkpoint_state(
             state.epoch, state.step, module, params, optim, history, target_beta
         )
+        if world > 1:  # every rank's random streams, gathered at the epoch's end
+            state_now["rank_rng"] = state.extra.get("rank_rng")
         write_checkpoint({**state_now, "run": run}, path)
         if checkpoint is not None and Path(path) == checkpoint:
             saved["epoch"] = state.epoch
@@ -652,11 +666,14 @@ def _loop(
                 state.validation = _validation_loss(
                     objective, pair, module, val, batch_size, recorder, binarize == "dynamic"
                 )
+            _runstate.check_validation(state.validation, state.epoch, checkpoint, saved["epoch"])
             state.extra["seconds"] = time.perf_counter() - began
             for key, value in _epoch_metrics(module).items():
                 state.history.metrics.setdefault(key, []).append(value)
             # nothing non-finite is recorded or saved: the last good checkpoint stays
             _check_finite(params, optim, state.epoch, checkpoint, saved["epoch"])
+            if world > 1 and checkpoint is not None:  # for a resume that is exact on every rank
+                state.extra["rank_rng"] = distributed.gather(_rng_state())
             _call(hooked, "on_epoch_end", state)
             distributed.barrier()
             if state.stop:
@@ -767,6 +784,7 @@ def _open_run(
     checkpoint = folder / CHECKPOINT_NAME
     if is_writer:
         run_lock.enter_context(rundir.lock(folder))
+        saving.remove_orphans(folder)  # temporary files of writers killed mid-write
     else:
         folder.mkdir(parents=True, exist_ok=True)
     if not checkpoint.exists():
@@ -1050,9 +1068,22 @@ def _restore(path, module, params, optim, state):
                 store.get_param(name).unconstrained().copy_(value)
         optim.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
+        every_rank = _set_rank_rng_state(state.get("rank_rng"))
         history = History(**state["history"])
     except (KeyError, RuntimeError, ValueError) as error:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match this model and optimizer ({error})"
         ) from error
-    return state["epoch"], state["step"], history
+    return state["epoch"], state["step"], history, every_rank
+
+
+def _set_rank_rng_state(states) -> bool:
+    """Restores this rank's own random streams from a checkpoint's ``rank_rng`` (one
+    entry per rank, written by rank 0); False where it holds none for this world."""
+    world = distributed.world_size()
+    if world == 1:
+        return True
+    if not isinstance(states, list) or len(states) != world:
+        return False
+    _set_rng_state(states[distributed.rank()])
+    return True

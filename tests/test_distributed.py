@@ -118,3 +118,55 @@ def test_ranks_share_no_gpu(monkeypatch):
     assert distributed._rank_device(1, 2) == torch.device("cuda", 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert distributed._rank_device(0, 1) == torch.device("cpu")
+
+
+def _resume_worker(rank, world, port, folder):
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    device = distributed.setup(device="cpu")
+    from probae import VAE, saving
+
+    def run(name, epochs, resume=False):
+        torch.manual_seed(0)  # the same initial weights on every rank
+        vae = VAE((64,), 3, hidden=(16,)).to(device)
+        probae.fit(
+            vae, _digits(), epochs=epochs, batch_size=8, binarize="dynamic", seed=1,
+            checkpoint_dir=folder / name, resume=resume, progress=False,
+        )  # fmt: skip
+        return {k: v.detach().cpu().clone() for k, v in vae.state_dict().items()}
+
+    try:
+        whole = run("whole", 4)
+        run("stopped", 2)
+        if rank == 0:  # the same stop, as a checkpoint without the other ranks' streams
+            state = saving.read_checkpoint(folder / "stopped" / saving.CHECKPOINT_NAME)
+            assert len(state["rank_rng"]) == world
+            del state["rank_rng"]
+            (folder / "rank0-only").mkdir()
+            saving.write_checkpoint(state, folder / "rank0-only" / saving.CHECKPOINT_NAME)
+        distributed.barrier()
+        resumed = run("stopped", 4, resume=True)
+        partial = run("rank0-only", 4, resume=True)
+        if rank == 0:
+            torch.save({"whole": whole, "resumed": resumed, "partial": partial}, folder / "out.pt")
+    finally:
+        distributed.cleanup()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed absent")
+def test_two_ranks_stopped_and_resumed_equal_the_uninterrupted_run_bit_for_bit(tmp_path):
+    mp.start_processes(
+        _resume_worker, args=(2, _free_port(), tmp_path), nprocs=2, start_method="spawn"
+    )
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    whole, resumed, partial = out["whole"], out["resumed"], out["partial"]
+    for key, value in whole.items():
+        assert torch.equal(resumed[key], value), key
+    # the test can fail: restoring rank 0's streams alone does not give the same run
+    assert not all(torch.equal(partial[k], v) for k, v in whole.items())

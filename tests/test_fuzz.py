@@ -416,3 +416,75 @@ def test_a_bad_command_line_value_is_a_one_line_error_deep(option, text, tmp_pat
     tmp = tmp_path_factory.mktemp("cli")
     result = cli_outcome(option, text, tmp, capsys)
     assert result == "one-line error", f"{option}={text!r}: {result}"
+
+
+# -- files a user points probae at ------------------------------------------------------
+
+
+def _write_png_folder(root, cut: bool):
+    from PIL import Image
+
+    folder = root / "train" / "a"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(folder / "a.png")
+    blob = (folder / "a.png").read_bytes()
+    (folder / "b.png").write_bytes(blob[: len(blob) // 2] if cut else b"not a png")
+    return folder / "b.png"
+
+
+def _bad_file(case, tmp):
+    """Writes a bad input of one kind; returns (a call that reads it, a word the error
+    must hold)."""
+    from probae import data, saving
+
+    if case in ("corrupt-png", "not-a-png"):
+        pytest.importorskip("PIL")
+        bad = _write_png_folder(tmp, cut=case == "corrupt-png")
+        return lambda: data.load(str(tmp)), str(bad)
+    if case in ("labels-shorter", "labels-longer"):
+        labels = torch.arange(3 if case == "labels-shorter" else 5)
+        torch.save({"x": torch.rand(4, 2), "y": labels}, tmp / "d.pt")
+        return lambda: data.load(str(tmp / "d.pt")), "one per point"
+    if case == "complex-npy":
+        np.save(tmp / "d.npy", np.ones((4, 2), dtype=np.complex128))
+        return lambda: data.load(str(tmp / "d.npy")), "complex128"
+    if case == "pt-is-a-pickle":
+        import pickle
+
+        (tmp / "d.pt").write_bytes(pickle.dumps({"x": [[1.0, 2.0]]}))
+        return lambda: data.load(str(tmp / "d.pt")), "d.pt"
+    if case == "dataset-labels":
+        return lambda: data.Dataset(torch.rand(4, 2), torch.arange(3)), "y must hold one row"
+    folder = probae.save(VAE((4,), 2, hidden=(3,)), tmp / "m")
+    state = torch.load(folder / "model.pt", weights_only=True)
+    (folder / "model.json").unlink()  # model.pt alone, as a copied file
+    if case == "terabyte-tensor":  # a stride-0 view: 10^14 elements over one stored float
+        key = next(iter(state["module"]))
+        state["module"][key] = torch.zeros(1).expand(10**7, 10**7)
+        state["checksum"] = "0" * 64  # re-signed by whoever crafted it
+        torch.save(state, folder / "model.pt")
+        return lambda: probae.load(folder), "bytes stored"
+    if case == "terabyte-options":  # options asking for a huge network, signed correctly
+        if not saving.meta_device_works():
+            pytest.skip("the meta device is taken over here (an emulated device)")
+        state["model"]["options"]["hidden"] = [10**9]
+        state["checksum"] = saving.checksum(state)
+        torch.save(state, folder / "model.pt")
+        return lambda: probae.load(folder), "GiB of weights"
+    raise AssertionError(case)
+
+
+BAD_FILES = [
+    "corrupt-png", "not-a-png", "labels-shorter", "labels-longer", "complex-npy",
+    "pt-is-a-pickle", "dataset-labels", "terabyte-tensor", "terabyte-options",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_file_or_mismatched_input_is_one_clear_error(case, tmp_path):
+    read, word = _bad_file(case, tmp_path)
+    with pytest.raises((ValueError, TypeError)) as caught:
+        read()
+    message = str(caught.value)
+    assert word in message, message
+    assert len(message.splitlines()) == 1, message

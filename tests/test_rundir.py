@@ -111,8 +111,9 @@ def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
             pass
         holder_pid = rundir.holder(tmp_path / "run")["pid"]
         assert holder_pid == os.getpid()
-    # released: a fresh descriptor of the lock file can take it
-    fd = os.open(tmp_path / "run" / rundir.LOCK_NAME, os.O_RDWR)
+    # released: the lock file is gone, and a fresh lock can be taken
+    assert not (tmp_path / "run" / rundir.LOCK_NAME).exists()
+    fd = os.open(tmp_path / "run" / rundir.LOCK_NAME, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
@@ -324,7 +325,7 @@ def test_no_temporary_file_is_left_and_the_old_checkpoint_survives_a_failed_writ
         _fit(_vae(device), train, tmp_path / "run", epochs=3, resume=True)
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == [".lock", CHECKPOINT_NAME]
+    assert sorted(p.name for p in path.parent.iterdir()) == [CHECKPOINT_NAME]
     # and the lock went with the failed run
     with rundir.lock(path.parent):
         pass

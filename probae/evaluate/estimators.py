@@ -245,7 +245,7 @@ def log_likelihood(
         )
     _progress.check(progress)
     pair, x, c, given_batch, nesting = _setup(
-        model, data, c, batch_size or 1, "log_likelihood", True, True
+        model, data, c, 1 if batch_size is None else batch_size, "log_likelihood", True, True
     )
     point_size, device_type = _point_size(x), _device_type(x)
     auto_chunk, auto_batch = pass_sizes(num_samples, point_size, device_type)

@@ -87,15 +87,19 @@ def broadcast_error(model, guide, args, nesting: int):
     dimension with another (``softmax(dim=1)``) are both caught. The random stream is
     left where it was.
     """
+    # Every run starts from the same random stream, so that randomness outside the sample
+    # sites that does not depend on the draws (a denoising guide's corruption) repeats.
     with torch.no_grad(), importance.preserve_rng(args):
         try:
-            pair = importance.traces(model, guide, args, 2, nesting)
+            with importance.preserve_rng(args):
+                pair = importance.traces(model, guide, args, 2, nesting)
             log_w = importance.log_weights(model, guide, args, 2, nesting, trace_pair=pair)
             n = importance.points(args)
             if n is not None and tuple(log_w.shape) != (2, n):
                 return ValueError(f"log-weights of shape {tuple(log_w.shape)}, expected {(2, n)}")
             for draw in range(2):
-                alone = _replayed_alone(model, guide, args, nesting, pair, draw)
+                with importance.preserve_rng(args):
+                    alone = _replayed_alone(model, guide, args, nesting, pair, draw)
                 if alone.shape != log_w[draw].shape or not torch.allclose(
                     alone, log_w[draw], rtol=1e-4, atol=1e-3
                 ):

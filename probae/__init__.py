@@ -14,6 +14,7 @@ from . import (
     likelihoods,
     nets,
     priors,
+    samplers,
     schedules,
     viz,
 )
@@ -71,4 +72,5 @@ __all__ = [
     "save",
     "schedules",
     "viz",
+    "samplers",
 ]

@@ -1,0 +1,128 @@
+"""Densities fitted to codes: a mixture recovers a known mixture, a flow's density
+integrates to one, both survive a state_dict round trip, and models decode their draws."""
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+import probae
+from probae import data, samplers
+
+
+def _true_mixture():
+    return D.MixtureSameFamily(
+        D.Categorical(torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)),
+        D.MultivariateNormal(
+            torch.tensor([[-3.0, 0.0], [2.0, 2.0], [2.0, -3.0]], dtype=torch.float64),
+            scale_tril=torch.tensor(
+                [[[1.0, 0.0], [0.5, 0.6]], [[0.4, 0.0], [0.0, 0.8]], [[0.7, 0.0], [-0.3, 0.5]]],
+                dtype=torch.float64,
+            ),
+        ),
+    )
+
+
+def test_a_mixture_fitted_to_mixture_codes_recovers_the_log_density_on_held_out_codes():
+    truth = _true_mixture()
+    torch.manual_seed(0)
+    codes, held_out = truth.sample((4000,)), truth.sample((2000,))
+    fitted = samplers.GaussianMixture(components=3).fit_codes(codes)
+    difference = fitted.log_prob(held_out) - truth.log_prob(held_out)
+    # the paired difference is O(parameters / N) and its Monte Carlo error small
+    se = difference.std() / math.sqrt(len(difference))
+    assert abs(difference.mean()) < max(4 * se, 0.01)
+
+
+def test_mixture_codes_have_the_moments_of_the_fitted_mixture():
+    torch.manual_seed(1)
+    fitted = samplers.GaussianMixture(components=3).fit_codes(_true_mixture().sample((3000,)))
+    weights = fitted.logits.exp()
+    covariances = fitted.scale_tril @ fitted.scale_tril.mT
+    mean = (weights[:, None] * fitted.locs).sum(0)
+    second = (
+        weights[:, None, None] * (covariances + fitted.locs[:, :, None] * fitted.locs[:, None])
+    ).sum(0)
+    z = fitted.sample(200_000)
+    assert z.shape == (200_000, 2)
+    torch.testing.assert_close(z.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), second - mean[:, None] * mean, atol=0.06, rtol=0.02)
+
+
+@pytest.mark.parametrize("transform", ["spline", "affine"])
+def test_a_flow_density_integrates_to_one_on_a_grid(transform):
+    torch.manual_seed(2)
+    codes = _true_mixture().sample((2000,)).float()
+    flow = samplers.Flow(transform=transform, layers=2, hidden=(16,), steps=30).fit_codes(codes)
+    edges = torch.linspace(-12, 12, 181)
+    step = float(edges[1] - edges[0])
+    grid = torch.cartesian_prod(edges, edges)
+    with torch.no_grad():
+        mass = flow.log_prob(grid).exp().sum() * step**2
+    assert float(mass) == pytest.approx(1.0, abs=0.02)
+    # training raised the likelihood of the codes above a standardized Gaussian's
+    shift, scale = codes.mean(0), codes.std(0)
+    gaussian = D.Normal(shift, scale).log_prob(codes).sum(-1).mean()
+    with torch.no_grad():
+        assert flow.log_prob(codes).mean() > gaussian
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: samplers.GaussianMixture(components=3, covariance="diag"),
+        lambda: samplers.Flow(transform="affine", layers=2, hidden=(8,), steps=5),
+    ],
+    ids=["mixture", "flow"],
+)
+def test_a_fitted_sampler_round_trips_through_its_state_dict(make, tmp_path):
+    codes = _true_mixture().sample((500,)).float()
+    fitted = make().fit_codes(codes)
+    torch.save(fitted.state_dict(), tmp_path / "sampler.pt")
+    loaded = make()
+    loaded.load_state_dict(torch.load(tmp_path / "sampler.pt", weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(codes), fitted.log_prob(codes))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", "train")
+
+
+@pytest.mark.parametrize(
+    "family", [lambda: probae.VAE((64,), 3), lambda: probae.AE((64,), 3)], ids=["vae", "ae"]
+)
+def test_models_decode_draws_of_a_sampler_fitted_to_their_codes(family, digits, device):
+    model = family().to(device)
+    mixture = samplers.GaussianMixture(components=4).fit(model, digits)
+    assert mixture.locs.device.type == device.type
+    images = model.sample(16, sampler=mixture)
+    assert images.shape == (16, 64) and images.device.type == device.type
+    # the sampler's codes are what gets decoded
+    torch.manual_seed(5)
+    expected = model.decode(mixture.sample(16))
+    torch.manual_seed(5)
+    torch.testing.assert_close(model.sample(16, sampler=mixture), expected)
+    flow = samplers.Flow(transform="spline", layers=2, hidden=(8,), steps=3).fit(model, digits)
+    assert model.sample(5, sampler=flow).shape == (5, 64)
+    with pytest.raises(TypeError, match="sampler"):
+        model.sample(4, sampler="gmm")
+    with pytest.raises(ValueError, match="z_dim"):
+        model.sample(4, sampler=samplers.GaussianMixture(2).fit_codes(torch.randn(50, 5)))
+
+
+def test_samplers_refuse_bad_input():
+    with pytest.raises(ValueError, match="components"):
+        samplers.GaussianMixture(components=0)
+    with pytest.raises(ValueError, match="components=10"):
+        samplers.GaussianMixture(components=10).fit_codes(torch.randn(5, 2))
+    with pytest.raises(ValueError, match="transform"):
+        samplers.Flow(transform="maf")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        samplers.GaussianMixture().sample(3)
+    with pytest.raises(ValueError, match="NaN"):
+        samplers.Flow().fit_codes(torch.full((10, 2), float("nan")))
+    with pytest.raises(TypeError, match="encode"):
+        samplers.GaussianMixture().fit(object(), torch.randn(10, 2))

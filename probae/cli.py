@@ -296,7 +296,9 @@ def _add_model_options(parser) -> None:
         type=float,
         help="weight of the penalty: sparse-ae lambda of l1 (default: 0.1) or beta of kl "
         "(default: 3); contractive-ae lambda of the squared Frobenius norm of the "
-        f"encoder's Jacobian (default: 0.1) {_only('weight')}",
+        "encoder's Jacobian (default: 0.1); rae of the decoder regularization (default: "
+        "0.001); wae (default: 10) and info-vae (default: 100) of the MMD "
+        f"{_only('weight')}",
     )
     group.add_argument(
         "--rho",
@@ -411,6 +413,27 @@ def _add_model_options(parser) -> None:
         metavar="N",
         type=int,
         help=f"units of the decoder LSTM ({_default_text('decoder_size')}) {_only('decoder_size')}",
+    )
+    group.add_argument(
+        "--regularization",
+        choices=["l2", "gp", "spectral"],
+        help="decoder regularization: l2 on its weights, gp the squared norm of its Jacobian "
+        "at the codes, spectral normalization of its layers, with --weight its weight "
+        f"({_default_text('regularization')}) {_only('regularization')}",
+    )
+    group.add_argument(
+        "--code-weight",
+        metavar="B",
+        type=float,
+        help="weight beta of the code penalty beta/2 ||z||^2 "
+        f"({_default_text('code_weight')}) {_only('code_weight')}",
+    )
+    group.add_argument(
+        "--kernel-scale",
+        metavar="C",
+        type=float,
+        help="scale C of the inverse multiquadric kernel C / (C + ||a - b||^2) of the MMD "
+        f"(default: 2 --z-dim) {_only('kernel_scale')}",
     )
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from pyro import poutine
 from torch import nn
 
 from . import _validate
@@ -50,31 +51,44 @@ __all__ = ["CodeSampler", "Flow", "GaussianMixture", "encode_all"]
 
 
 @torch.no_grad()
-def encode_all(model, data, batch_size: int = 1000) -> torch.Tensor:
-    """The codes ``model.encode(x)`` of every point of ``data`` (the posterior mean of a
-    VAE, f(x) of a deterministic autoencoder), in eval mode, shape ``(N, z_dim)``.
+def encode_all(model, data, batch_size: int = 1000, codes: str = "mean") -> torch.Tensor:
+    """The codes of every point of ``data`` under ``model``, in eval mode, shape
+    ``(N, z_dim)``.
 
-    :param model: a trained probae model (anything with ``encode``).
+    :param model: a trained probae model (anything with ``encode``, and a ``guide`` with a
+        site ``"z"`` for ``codes="posterior"``).
     :param data: a :class:`~probae.data.Dataset` or tensor, usually the training data.
     :param int batch_size: points encoded at once.
+    :param str codes: ``"mean"``: ``model.encode(x)``, the posterior mean of a VAE and f(x) of
+        a deterministic autoencoder; ``"posterior"``: one draw :math:`z \\sim q(z|x)` per point
+        from the guide, samples of the aggregate posterior :math:`q(z)` itself (the same as
+        ``"mean"`` for a point-mass guide).
     """
     if not callable(getattr(model, "encode", None)):
         raise TypeError(
             f"model must have an encode(x) method (a probae model), got {type(model).__name__}"
         )
+    if codes not in ("mean", "posterior"):
+        raise ValueError(f"codes must be 'mean' or 'posterior', got {codes!r}")
     batch_size = positive_int("batch_size", batch_size)
     x = prepare(data, model, check_support=False)[0]
+
+    def code(xb):
+        if codes == "mean":
+            return model.encode(xb)
+        return poutine.trace(model.guide).get_trace(xb).nodes["z"]["value"]
+
     was_training = model.training
     model.eval()
     try:
-        codes = torch.cat([model.encode(xb) for xb in x.split(batch_size)])
+        result = torch.cat([code(xb) for xb in x.split(batch_size)])
     finally:
         model.train(was_training)
-    if codes.dim() != 2:
+    if result.dim() != 2:
         raise ValueError(
-            f"the model's codes must be vectors, shape (N, z_dim), got {tuple(codes.shape)}"
+            f"the model's codes must be vectors, shape (N, z_dim), got {tuple(result.shape)}"
         )
-    return codes
+    return result
 
 
 def _check_codes(codes) -> torch.Tensor:
@@ -91,14 +105,15 @@ class CodeSampler(nn.Module):
     """Base class of the samplers: ``fit`` encodes the data and calls :meth:`fit_codes`;
     subclasses define :meth:`fit_codes` and :meth:`distribution`."""
 
-    def fit(self, model, data, batch_size: int = 1000):
+    def fit(self, model, data, batch_size: int = 1000, codes: str = "mean"):
         """Fits the density to the codes of ``data`` under ``model``; returns ``self``.
 
         :param model: a trained probae model.
         :param data: a :class:`~probae.data.Dataset` or tensor, usually the training data.
         :param int batch_size: points encoded at once.
+        :param str codes: ``"mean"`` or ``"posterior"`` draws (see :func:`encode_all`).
         """
-        return self.fit_codes(encode_all(model, data, batch_size))
+        return self.fit_codes(encode_all(model, data, batch_size, codes))
 
     def fit_codes(self, codes: torch.Tensor):
         """Fits the density to the rows of ``codes``, shape ``(N, D)``; returns ``self``."""

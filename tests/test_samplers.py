@@ -126,3 +126,21 @@ def test_samplers_refuse_bad_input():
         samplers.Flow().fit_codes(torch.full((10, 2), float("nan")))
     with pytest.raises(TypeError, match="encode"):
         samplers.GaussianMixture().fit(object(), torch.randn(10, 2))
+
+
+def test_posterior_codes_are_draws_of_q_around_the_means(digits, device):
+    vae = probae.VAE((64,), 3).to(device)
+    means = samplers.encode_all(vae, digits)
+    draws = samplers.encode_all(vae, digits, codes="posterior")
+    with torch.no_grad():
+        scale = vae.encoder(digits.x.to(device))[1]
+    standardized = (draws - means) / scale
+    # N * z_dim = 4311 standard normal values: mean 0 and variance 1 within a few errors
+    assert abs(float(standardized.mean())) < 4 / math.sqrt(standardized.numel())
+    assert float(standardized.var()) == pytest.approx(1.0, abs=0.1)
+    ae = probae.AE((64,), 3).to(device)
+    torch.testing.assert_close(
+        samplers.encode_all(ae, digits, codes="posterior"), samplers.encode_all(ae, digits)
+    )
+    with pytest.raises(ValueError, match="codes"):
+        samplers.encode_all(ae, digits, codes="sample")

@@ -13,6 +13,8 @@ deterministic autoencoder, which has no prior at all.
 - :class:`Flow`: a normalizing flow :math:`\hat p(z) = \mathcal N(u; 0, I)\,
   |\det \partial u/\partial z|` with :math:`u = f^{-1}(z)`, Pyro's spline or affine
   coupling transforms, fitted by maximum likelihood.
+- :class:`TwoStage`: a second VAE trained on the codes (Dai & Wipf 2019), whose prior
+  draws decoded are the codes' draws.
 
 Every sampler is an :class:`torch.nn.Module` with ``fit(model, data)``, ``sample(n)`` and
 ``log_prob(z)``; its state (buffers and weights) goes through ``state_dict`` and
@@ -47,7 +49,7 @@ from torch import nn
 from . import _validate
 from ._common import positive_int, prepare
 
-__all__ = ["CodeSampler", "Flow", "GaussianMixture", "encode_all"]
+__all__ = ["CodeSampler", "Flow", "GaussianMixture", "TwoStage", "encode_all"]
 
 
 @torch.no_grad()
@@ -329,3 +331,105 @@ class Flow(CodeSampler):
 
     def extra_repr(self):
         return f"transform={self.transform!r}, layers={self.layers}, hidden={self.hidden}"
+
+
+class TwoStage(CodeSampler):
+    r"""The second stage of Dai & Wipf (2019): a VAE fitted to the (standardized) codes,
+    :math:`u \sim \mathcal N(0, I)`, :math:`z \mid u \sim \mathcal N(g(u), \gamma^2 I)`,
+    with a Gaussian encoder :math:`q(u|z)` and the observation scale :math:`\gamma` learned.
+    The first stage leaves the codes on a set the prior does not match; the second VAE,
+    whose data now fill their whole space, learns to map :math:`\mathcal N(0, I)` onto that
+    set, and :math:`\gamma \to 0` as it does. Draws are :math:`g(u)`, the decoder's mean,
+    mapped back to the codes' scale.
+
+    It has no closed-form density: :meth:`log_prob` is its ELBO (a lower bound), per code.
+
+    :param int u_dim: the second latent's size (default: the codes' size).
+    :param tuple hidden: hidden widths of the second VAE's networks.
+    :param int epochs: passes over the codes (trained with :func:`probae.fit`).
+    :param int batch_size: codes per step.
+    :param float lr: the learning rate.
+    :param int seed: seeds the initialization and the batches.
+    """
+
+    def __init__(
+        self,
+        u_dim: int | None = None,
+        hidden=(128, 128),
+        epochs: int = 100,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.u_dim = None if u_dim is None else positive_int("u_dim", u_dim)
+        self.hidden = _validate.widths("hidden", hidden)
+        self.epochs = positive_int("epochs", epochs)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.lr = _validate.positive("lr", lr)
+        self.seed = int(seed)
+        self.vae = None
+        self.register_buffer("shift", torch.empty(0))
+        self.register_buffer("scale", torch.empty(0))
+
+    @property
+    def fitted(self) -> bool:
+        return self.shift.numel() > 0
+
+    def _build(self, dim: int):
+        from . import likelihoods
+        from .models.vae import VAE
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return VAE(
+                (dim,),
+                self.u_dim or dim,
+                likelihood=likelihoods.Gaussian(scale=1.0, learn_scale=True),
+                hidden=self.hidden,
+            )
+
+    def fit_codes(self, codes: torch.Tensor):
+        from .train import fit
+
+        codes = _check_codes(codes)
+        self.shift = codes.mean(0)
+        self.scale = codes.std(0).clamp(min=1e-6)
+        self.vae = self._build(codes.shape[1]).to(device=codes.device, dtype=codes.dtype)
+        fit(
+            self.vae,
+            (codes - self.shift) / self.scale,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            progress=False,
+        )
+        self.vae.eval()
+        return self
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        n = positive_int("n", n)
+        self._check_fitted()
+        return self.vae.sample(n) * self.scale + self.shift
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        r"""The second VAE's ELBO of each code (one draw), a lower bound on
+        :math:`\log\hat p(z)`."""
+        from .evaluate import elbo
+
+        self._check_fitted()
+        standardized = (z - self.shift) / self.scale
+        return elbo(self.vae, standardized) - self.scale.log().sum()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "shift" in state_dict and not self.fitted:
+            shift = state_dict[prefix + "shift"]
+            self.vae = self._build(shift.shape[0]).to(device=shift.device, dtype=shift.dtype)
+            self.shift = torch.empty_like(shift)
+            self.scale = torch.empty_like(shift)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self):
+        return f"u_dim={self.u_dim}, hidden={self.hidden}, epochs={self.epochs}"

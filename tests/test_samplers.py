@@ -144,3 +144,28 @@ def test_posterior_codes_are_draws_of_q_around_the_means(digits, device):
     )
     with pytest.raises(ValueError, match="codes"):
         samplers.encode_all(ae, digits, codes="sample")
+
+
+def test_the_two_stage_sampler_decodes_a_second_vae_fitted_to_the_codes(tmp_path):
+    generator = torch.Generator().manual_seed(4)
+    mixing = torch.tensor([[1.0, 0.5], [0.0, 0.3]])
+    codes = torch.randn(1000, 2, generator=generator) @ mixing + torch.tensor([1.0, -2.0])
+    stage = samplers.TwoStage(hidden=(32, 32), epochs=15, lr=5e-3).fit_codes(codes)
+    # the learned observation scale fell from its start at 1 (standardized units)
+    assert float(stage.vae.likelihood.scale.detach()) < 0.9
+    torch.manual_seed(6)
+    z = stage.sample(5000)
+    torch.manual_seed(6)
+    u = torch.randn(5000, 2)
+    torch.testing.assert_close(z, stage.vae.decode(u) * stage.scale + stage.shift)
+    torch.testing.assert_close(z.mean(0), codes.mean(0), atol=0.15, rtol=0)
+    assert float(torch.corrcoef(z.T)[0, 1]) > 0.5  # the codes' correlation is 0.86
+    # its log_prob is the second VAE's ELBO, a lower bound, finite on the codes
+    assert torch.isfinite(stage.log_prob(codes[:10])).all()
+    torch.save(stage.state_dict(), tmp_path / "stage.pt")
+    loaded = samplers.TwoStage(hidden=(32, 32))
+    loaded.load_state_dict(torch.load(tmp_path / "stage.pt", weights_only=True))
+    torch.manual_seed(7)
+    expected = stage.sample(4)
+    torch.manual_seed(7)
+    torch.testing.assert_close(loaded.sample(4), expected)

@@ -618,6 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"autoencoder (default: {CODE_COMPONENTS})",
     )
     sample.add_argument(
+        "--sampler",
+        metavar="SPEC",
+        help="draw z from a density fitted to draws of q(z|x) of the training data instead "
+        "of the prior: gmm:K (a K-component Gaussian mixture), flow (spline coupling "
+        "layers) or two-stage (a second VAE on the codes)",
+    )
+    sample.add_argument(
         "--out", metavar="PNG", help="PNG file to write (default: RUN_DIR/samples.png)"
     )
     sample.add_argument(
@@ -1076,6 +1083,8 @@ def cmd_sample(args) -> int:
     default = SAMPLES_PER_CLASS if family.conditional else SAMPLES
     n = _positive("-n/--num", default if args.num is None else args.num)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    if getattr(args, "sampler", None) is not None:
+        return _sample_with_sampler(model, config, args, n, out)
     if family.conditional:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(args.seed)
@@ -1102,6 +1111,45 @@ def cmd_sample(args) -> int:
     elif getattr(model.prior, "improper", False):
         raise CommandError("this model's prior is flat (improper): it cannot be sampled")
     print(viz.sample_grid(model, n, out, seed=args.seed))
+    return 0
+
+
+def _code_sampler(spec: str, seed: int):
+    from . import samplers
+
+    name, _, value = spec.partition(":")
+    if name == "gmm":
+        try:
+            components = int(value) if value else CODE_COMPONENTS
+        except ValueError:
+            components = 0
+        if components < 1:
+            raise CommandError(f"--sampler gmm:K needs a positive integer K, got {spec!r}")
+        return samplers.GaussianMixture(components, seed=seed)
+    if name == "flow" and not value:
+        return samplers.Flow(seed=seed)
+    if name == "two-stage" and not value:
+        return samplers.TwoStage(seed=seed)
+    raise CommandError(f"--sampler must be gmm:K, flow or two-stage, got {spec!r}")
+
+
+def _sample_with_sampler(model, config, args, n, out) -> int:
+    if isinstance(model, (CVAE, VQVAE, DRAW)):
+        raise CommandError(
+            f"--sampler does not apply to --model {config['model']}: it fits a density to "
+            "vector codes of an unconditional model"
+        )
+    sampler = _code_sampler(args.sampler, args.seed)
+    train = _evaluation_data(config, "train")
+    try:
+        sampler.fit(model, train, codes="posterior")
+    except ValueError as error:
+        raise CommandError(f"--sampler {args.sampler}: {error}") from None
+    print(
+        f"fitted {args.sampler} to draws of q(z|x) of its {len(train)} training "
+        f"{_per(config)}s; the samples decode draws from it"
+    )
+    print(viz.sample_grid(model, n, out, seed=args.seed, sampler=sampler))
     return 0
 
 

@@ -169,3 +169,22 @@ def test_the_two_stage_sampler_decodes_a_second_vae_fitted_to_the_codes(tmp_path
     expected = stage.sample(4)
     torch.manual_seed(7)
     torch.testing.assert_close(loaded.sample(4), expected)
+
+
+def test_the_command_line_samples_through_a_fitted_density(tmp_path, capsys, device):
+    from probae import cli
+
+    run, dev = tmp_path / "run", ["--device", str(device)]
+    tiny = ["--z-dim", "2", "--hidden", "32", "--no-progress"]
+    assert (
+        cli.main(["train", "--model", "wae", "--run-dir", str(run), "--epochs", "1", *tiny, *dev])
+        == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "grid.png"
+    argv = ["sample", str(run), "-n", "9", "--out", str(out), *dev]
+    assert cli.main([*argv, "--sampler", "gmm:3"]) == 0
+    assert "fitted gmm:3" in capsys.readouterr().out and out.stat().st_size > 0
+    assert cli.main([*argv, "--sampler", "gmm:0"]) == 2
+    assert "--sampler gmm:K" in capsys.readouterr().err
+    assert cli.main([*argv, "--sampler", "kde"]) == 2

@@ -206,3 +206,16 @@ def test_sample_quality_checks_its_arguments(digits):
         evaluate.sample_quality(probae.VAE((16,), 2), test, num_samples=50)
     with pytest.raises(TypeError, match="sample"):
         evaluate.sample_quality(object(), test, num_samples=50)
+
+
+@pytest.mark.parametrize("name", ["vae", "draw", "ae", "wae"])
+def test_families_of_every_kind_are_measured_through_their_sample(name, digits, device):
+    from probae.models import families
+
+    train, test = digits
+    model = families.build({"model": name, "x_shape": [64]}).to(device)
+    if name == "ae":  # no prior: a mixture fitted to its codes first
+        probae.fit_latent_density(model, train.to(device), components=3)
+    quality = evaluate.sample_quality(model, test, num_samples=80, kid_subsets=2)
+    assert quality.num_samples == 80 and math.isfinite(quality.fid)
+    assert 0 <= quality.precision <= 1 and 0 <= quality.recall <= 1

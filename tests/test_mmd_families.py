@@ -100,6 +100,9 @@ def test_the_infovae_adds_the_weighted_mmd_of_its_draws_to_the_beta_elbo(digits,
     z = guide.nodes["z"]["value"]
     per_point = 7.0 * mmd(z, draws.to(device), model.kernel_scale)
     torch.testing.assert_close(guide.nodes["mmd"]["log_prob"], per_point.expand(x.shape[0]))
+    # in eval mode, where the estimators run, the pair is the VAE's: no MMD site
+    model.eval()
+    assert "mmd" not in poutine.trace(model.guide).get_trace(x).nodes
     # and with weight 0 and beta 1 it is the VAE, draw for draw
     plain = probae.InfoVAE((D,), 3, likelihood=likelihoods.ContinuousBernoulli(), weight=0.0)
     vae = probae.VAE((D,), 3, likelihood=likelihoods.ContinuousBernoulli())

@@ -216,7 +216,10 @@ class InfoVAE(_MMDTerm, VAE):
               + \lambda'\,\widehat{\mathrm{MMD}}^2(q(z), p(z)).
 
     ``beta=1, weight=0`` is the VAE. The MMD is taken between the reparameterized draws
-    :math:`z_i \sim q(z|x_i)` of the batch, samples of the aggregate posterior.
+    :math:`z_i \sim q(z|x_i)` of the batch, samples of the aggregate posterior. The factor
+    is added in training mode only, as for the other VAE variants: in eval mode (what
+    :mod:`probae.evaluate` uses) the pair is the VAE's, so :func:`probae.evaluate.log_likelihood`
+    estimates :math:`\log p(x)` of the trained model.
 
     :param tuple x_shape: shape of one data point.
     :param int z_dim: latent dimension.
@@ -251,12 +254,12 @@ class InfoVAE(_MMDTerm, VAE):
         self.kernel_scale = _kernel_scale(self.z_dim, kernel_scale)
 
     def guide(self, x, c=None):
-        """q(z|x), and the MMD of the batch's draws to the prior."""
+        """q(z|x), and in training mode the MMD of the batch's draws to the prior."""
         x = self.check_x(x)
         with pyro.plate("data", x.shape[0]):
             with self._beta_scale():
                 z = pyro.sample("z", self.posterior(x))
-            if self.weight > 0:
+            if self.training and self.weight > 0:
                 self._mmd_factor(z)
             return z
 

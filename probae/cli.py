@@ -326,7 +326,9 @@ def _add_model_options(parser) -> None:
         type=float,
         help="weight of the penalty: sparse-ae lambda of l1 (default: 0.1) or beta of kl "
         "(default: 3); contractive-ae lambda of the squared Frobenius norm of the "
-        f"encoder's Jacobian (default: 0.1) {_only('weight')}",
+        "encoder's Jacobian (default: 0.1); rae of the decoder regularization (default: "
+        "0.001); wae (default: 10) and info-vae (default: 100) of the MMD "
+        f"{_only('weight')}",
     )
     group.add_argument(
         "--rho",
@@ -441,6 +443,27 @@ def _add_model_options(parser) -> None:
         metavar="N",
         type=int,
         help=f"units of the decoder LSTM ({_default_text('decoder_size')}) {_only('decoder_size')}",
+    )
+    group.add_argument(
+        "--regularization",
+        choices=["l2", "gp", "spectral"],
+        help="decoder regularization: l2 on its weights, gp the squared norm of its Jacobian "
+        "at the codes, spectral normalization of its layers, with --weight its weight "
+        f"({_default_text('regularization')}) {_only('regularization')}",
+    )
+    group.add_argument(
+        "--code-weight",
+        metavar="B",
+        type=float,
+        help="weight beta of the code penalty beta/2 ||z||^2 "
+        f"({_default_text('code_weight')}) {_only('code_weight')}",
+    )
+    group.add_argument(
+        "--kernel-scale",
+        metavar="C",
+        type=float,
+        help="scale C of the inverse multiquadric kernel C / (C + ||a - b||^2) of the MMD "
+        f"(default: 2 --z-dim) {_only('kernel_scale')}",
     )
 
 
@@ -623,6 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="components of the Gaussian mixture fitted to the codes of a deterministic "
         f"autoencoder (default: {CODE_COMPONENTS})",
+    )
+    sample.add_argument(
+        "--sampler",
+        metavar="SPEC",
+        help="draw z from a density fitted to draws of q(z|x) of the training data instead "
+        "of the prior: gmm:K (a K-component Gaussian mixture), flow (spline coupling "
+        "layers) or two-stage (a second VAE on the codes)",
     )
     sample.add_argument(
         "--out", metavar="PNG", help="PNG file to write (default: RUN_DIR/samples.png)"
@@ -1139,6 +1169,8 @@ def cmd_sample(args) -> int:
             f"--out must name a .png file, got {str(out)!r}"
             + (" (a folder)" if out.is_dir() else "")
         )
+    if getattr(args, "sampler", None) is not None:
+        return _sample_with_sampler(model, config, args, n, out)
     if family.conditional:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(args.seed)
@@ -1165,6 +1197,45 @@ def cmd_sample(args) -> int:
     elif getattr(model.prior, "improper", False):
         raise CommandError("this model's prior is flat (improper): it cannot be sampled")
     print(viz.sample_grid(model, n, out, seed=args.seed))
+    return 0
+
+
+def _code_sampler(spec: str, seed: int):
+    from . import samplers
+
+    name, _, value = spec.partition(":")
+    if name == "gmm":
+        try:
+            components = int(value) if value else CODE_COMPONENTS
+        except ValueError:
+            components = 0
+        if components < 1:
+            raise CommandError(f"--sampler gmm:K needs a positive integer K, got {spec!r}")
+        return samplers.GaussianMixture(components, seed=seed)
+    if name == "flow" and not value:
+        return samplers.Flow(seed=seed)
+    if name == "two-stage" and not value:
+        return samplers.TwoStage(seed=seed)
+    raise CommandError(f"--sampler must be gmm:K, flow or two-stage, got {spec!r}")
+
+
+def _sample_with_sampler(model, config, args, n, out) -> int:
+    if isinstance(model, (CVAE, VQVAE, DRAW)):
+        raise CommandError(
+            f"--sampler does not apply to --model {config['model']}: it fits a density to "
+            "vector codes of an unconditional model"
+        )
+    sampler = _code_sampler(args.sampler, args.seed)
+    train = _evaluation_data(config, "train")
+    try:
+        sampler.fit(model, train, codes="posterior")
+    except ValueError as error:
+        raise CommandError(f"--sampler {args.sampler}: {error}") from None
+    print(
+        f"fitted {args.sampler} to draws of q(z|x) of its {len(train)} training "
+        f"{_per(config)}s; the samples decode draws from it"
+    )
+    print(viz.sample_grid(model, n, out, seed=args.seed, sampler=sampler))
     return 0
 
 

@@ -76,3 +76,17 @@ def test_peers_shared_evaluator_is_probaes_estimate(device):
         hand = peers.log_weights_at(encoder, decoder, x, eps)
     assert hand.shape == ours.shape == (3, 5)
     torch.testing.assert_close(hand, ours, rtol=1e-5, atol=1e-3)
+
+
+def test_sample_quality_benchmark_runs(capsys, device, tmp_path):
+    spec = importlib.util.spec_from_file_location("sq", ROOT / "bench" / "sample_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(
+        ["--models", "vae,ae", "--epochs", "1", "--num-samples", "300", "--components", "2"]
+        + ["--classifier-epochs", "1", "--device", str(device), "--cache", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    for name in ("training data", "vae / prior", "vae / mixture on draws", "ae / mixture"):
+        assert name in out
+    assert "ae / prior" not in out.replace("vae / prior", "")

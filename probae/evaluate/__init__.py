@@ -39,6 +39,9 @@ concern each, and every one is importable from here (``evaluate.elbo``):
 - :mod:`probae.evaluate.export`: :func:`to_inference_data` for ArviZ.
 - :mod:`probae.evaluate.discrete`: :func:`code_log_likelihood`, the bound of a
   model with discrete codes (VQ-VAE) through its code prior.
+- :mod:`probae.evaluate.sample_quality`: how good samples are, :func:`sample_quality`
+  (FID, KID, precision and recall) on features from any module or from
+  :func:`probae.evaluate.features.classifier`, a classifier trained on the labelled data.
 
 **References**
 
@@ -53,6 +56,7 @@ bound`, Matthew D. Hoffman, Matthew J. Johnson (NIPS 2016 Workshop on Advances
 in Approximate Bayesian Inference)
 """
 
+from . import features
 from .ais import AISLogLikelihood, ais_log_likelihood, bdmc
 from .diagnostics import (
     ActiveUnits,
@@ -89,6 +93,13 @@ from .estimators import (
 )
 from .export import to_inference_data
 from .representation import cluster, clustering_accuracy, linear_probe
+from .sample_quality import (
+    SampleQuality,
+    frechet_distance,
+    kernel_distance,
+    precision_recall,
+    sample_quality,
+)
 
 __all__ = [
     "LogLikelihood",
@@ -125,4 +136,10 @@ __all__ = [
     "AISLogLikelihood",
     "ais_log_likelihood",
     "bdmc",
+    "SampleQuality",
+    "features",
+    "frechet_distance",
+    "kernel_distance",
+    "precision_recall",
+    "sample_quality",
 ]

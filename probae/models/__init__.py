@@ -16,10 +16,12 @@ from .cvae import CVAE, ConditionalBaseline
 from .dipvae import DIPVAE
 from .draw import DRAW
 from .factorvae import FactorVAE
+from .rae import RAE
 from .stacked import StackedDenoisingAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
 from .vqvae import VQVAE, CodebookUsage, fit_code_prior
+from .wae import WAE, InfoVAE
 
 __all__ = [
     "AE",
@@ -43,4 +45,7 @@ __all__ = [
     "families",
     "fit_code_prior",
     "fit_latent_density",
+    "RAE",
+    "WAE",
+    "InfoVAE",
 ]

@@ -294,13 +294,15 @@ class DeterministicAutoencoder(Autoencoder):
         return super().decode(z)
 
     @torch.no_grad()
-    def sample(self, n: int, c=None) -> torch.Tensor:
-        """``n`` codes drawn from the density fitted by :func:`fit_latent_density`,
-        decoded to E[x|z]. That density is fitted to the training codes after
-        training; it is not the model's own prior."""
+    def sample(self, n: int, c=None, sampler=None) -> torch.Tensor:
+        """``n`` codes drawn from the density fitted by :func:`fit_latent_density` (or
+        from ``sampler``, :mod:`probae.samplers`), decoded to E[x|z]. That density is
+        fitted to the training codes after training; it is not the model's own prior."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         self._no_condition(c)
+        if sampler is not None:
+            return self.decode(self.sampler_codes(sampler, n))
         if self.latent_density is None:
             raise RuntimeError(
                 f"{type(self).__name__} is a deterministic autoencoder: its guide is a point "

@@ -148,12 +148,20 @@ class Autoencoder(nn.Module, Configurable):
         return self.decode(self.encode(x, c), c)
 
     @torch.no_grad()
-    def sample(self, n: int, c=None) -> torch.Tensor:
-        """``n`` draws z ~ p(z), decoded to E[x|z]; a tensor of shape ``(n, *x_shape)``."""
+    def sample(self, n: int, c=None, sampler=None) -> torch.Tensor:
+        """``n`` draws z ~ p(z), decoded to E[x|z]; a tensor of shape ``(n, *x_shape)``.
+
+        :param sampler: a density fitted to the codes after training
+            (:mod:`probae.samplers`) to draw z from instead of the prior.
+        """
         try:
             n = _validate.integer("n", n, minimum=1)
         except TypeError:
             raise ValueError(f"n must be a positive integer, got {n!r}") from None
+        if sampler is not None:
+            if c is not None:
+                raise ValueError("sampler= draws codes without a condition; it was given c=")
+            return self.decode(self.sampler_codes(sampler, n))
         if getattr(self.prior, "improper", False):
             raise RuntimeError(
                 f"{type(self).__name__} has a flat (improper) prior, which cannot be sampled: "
@@ -161,6 +169,21 @@ class Autoencoder(nn.Module, Configurable):
             )
         z = self.prior((n,)).sample()
         return self.decode(z)
+
+    def sampler_codes(self, sampler, n: int) -> torch.Tensor:
+        """``n`` codes from ``sampler.sample(n)``, checked and on the model's device."""
+        if not callable(getattr(sampler, "sample", None)):
+            raise TypeError(
+                "sampler must have a sample(n) method returning codes (probae.samplers), "
+                f"got {type(sampler).__name__}"
+            )
+        z = sampler.sample(n)
+        if not isinstance(z, torch.Tensor) or tuple(z.shape) != (n, self.z_dim):
+            raise ValueError(
+                f"sampler must return codes of shape (n, z_dim) = ({n}, {self.z_dim}), got "
+                f"{tuple(getattr(z, 'shape', ()))}"
+            )
+        return z.to(self.device)
 
 
 def _check_z_dim(z_dim) -> int:

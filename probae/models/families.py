@@ -29,10 +29,12 @@ from .cvae import CVAE
 from .dipvae import DIPVAE
 from .draw import DRAW
 from .factorvae import FactorVAE
+from .rae import RAE
 from .stacked import StackedDenoisingAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
 from .vqvae import VQVAE
+from .wae import WAE, InfoVAE
 
 __all__ = [
     "CORRUPTIONS",
@@ -237,6 +239,34 @@ def _draw(config: dict, common: dict):
     )
 
 
+def _rae(config: dict, common: dict):
+    return RAE(
+        **common,
+        regularization=config["regularization"],
+        code_weight=config["code_weight"],
+        decoder_weight=config["weight"],
+    )
+
+
+def _wae(config: dict, common: dict):
+    return WAE(
+        **common,
+        prior=_prior(config),
+        weight=config["weight"],
+        kernel_scale=config["kernel_scale"],
+    )
+
+
+def _info_vae(config: dict, common: dict):
+    return InfoVAE(
+        **common,
+        prior=_prior(config),
+        beta=config["beta"],
+        weight=config["weight"],
+        kernel_scale=config["kernel_scale"],
+    )
+
+
 @dataclass(frozen=True)
 class Family:
     """A model family built from flat options.
@@ -349,6 +379,35 @@ FAMILIES = {
             "decoder_size": 256,
         },
         _draw,
+    ),
+    # weight: the decoder regularization (rae) or the MMD term's (wae, info-vae)
+    "rae": Family(
+        RAE,
+        {**_DETERMINISTIC, "regularization": "l2", "code_weight": 1.0, "weight": 1e-3},
+        _rae,
+    ),
+    "wae": Family(
+        WAE,
+        {
+            **_DETERMINISTIC,
+            "hidden": [256, 256],
+            "prior": "standard-normal",
+            "components": None,
+            "weight": 10.0,
+            "kernel_scale": None,
+        },
+        _wae,
+    ),
+    "info-vae": Family(
+        InfoVAE,
+        {
+            **_VARIATIONAL,
+            "prior": "standard-normal",
+            "components": None,
+            "weight": 100.0,
+            "kernel_scale": None,
+        },
+        _info_vae,
     ),
 }
 

@@ -47,7 +47,14 @@ def image_grid(images, path, image_shape=None, nrow: int | None = None, title=No
 
 
 def sample_grid(
-    model, n: int = 64, path="samples.png", c=None, image_shape=None, nrow=None, seed=None
+    model,
+    n: int = 64,
+    path="samples.png",
+    c=None,
+    image_shape=None,
+    nrow=None,
+    seed=None,
+    sampler=None,
 ) -> Path:
     """Draws ``n`` samples z ~ p(z) decoded to E[x|z] as a grid.
 
@@ -58,6 +65,8 @@ def sample_grid(
     :param tuple image_shape: ``(C, H, W)`` of one picture.
     :param int nrow: pictures per row (default about sqrt(n)).
     :param int seed: draw with this seed, leaving the global random state untouched.
+    :param sampler: a density fitted to the codes (:mod:`probae.samplers`) to draw z from
+        instead of the prior.
     :returns: ``path``.
     """
     n = _positive("n", n)
@@ -67,7 +76,10 @@ def sample_grid(
     with torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        x = model.sample(n) if c is None else model.sample(n, c=c.to(device))
+        if sampler is not None:
+            x = model.sample(n, sampler=sampler)
+        else:
+            x = model.sample(n) if c is None else model.sample(n, c=c.to(device))
     return image_grid(x, path, shape, nrow, title=f"{n} samples from the model")
 
 

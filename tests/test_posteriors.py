@@ -199,3 +199,20 @@ def test_names_and_bad_input_get_clear_errors():
     VAE((12,), Z, posterior=shared)
     with pytest.raises(ValueError, match="z_dim=3"):
         VAE((12,), Z + 1, posterior=shared)
+
+
+def test_the_command_line_trains_and_reloads_a_flow_posterior(tmp_path, capsys):
+    from probae import cli
+
+    run = tmp_path / "run"
+    tiny = ["--z-dim", "2", "--hidden", "16", "--threads", "1", "--no-progress"]
+    argv = ["train", "--run-dir", str(run), "--epochs", "1", "--posterior", "iaf:2", *tiny]
+    assert cli.main(argv) == 0
+    model = probae.load(run)
+    assert isinstance(model.posterior_family, posteriors.IAF)
+    assert model.posterior_family.num_transforms == 2
+    capsys.readouterr()
+    bad = ["train", "--run-dir", str(tmp_path / "bad"), "--posterior", "gaussian", *tiny]
+    assert cli.main(bad) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "unknown posterior" in err, err

@@ -16,6 +16,7 @@ from .cvae import CVAE, ConditionalBaseline
 from .dipvae import DIPVAE
 from .draw import DRAW
 from .factorvae import FactorVAE
+from .hierarchical import HierarchicalVAE
 from .stacked import StackedDenoisingAE
 from .tcvae import BetaTCVAE
 from .vae import VAE
@@ -35,6 +36,7 @@ __all__ = [
     "DenoisingAE",
     "DeterministicAutoencoder",
     "GatedPixelCNN",
+    "HierarchicalVAE",
     "KSparseAE",
     "SparseAE",
     "StackedDenoisingAE",

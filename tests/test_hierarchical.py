@@ -94,3 +94,51 @@ def test_sites_train_save_and_sample(tmp_path, device):
     assert model.encode(x).shape == (16, 4)
     with pytest.raises(ValueError, match="z_dims"):
         HierarchicalVAE((12,), ())
+
+
+def test_the_ladder_merge_gives_the_exact_posterior_so_its_elbo_is_log_px(device):
+    """With W's columns orthogonal, x carries a Gaussian likelihood message about z1,
+    N(y, s^2 (W^T W)^-1) with y = (W^T W)^-1 W^T (x - b); merged with p(z1|z2) by
+    precision weighting it is p(z1|z2, x) exactly, and with q(z2|x) the exact posterior
+    of scalar z2 given y, the ladder guide is the posterior: every draw's log-weight
+    is log p(x)."""
+    g = torch.Generator().manual_seed(1)
+    Q, _ = torch.linalg.qr(torch.randn(X, Z1, generator=g))
+    W, b = Q * torch.tensor([1.5, 0.7]), torch.randn(X, generator=g)
+    A, a, d = (
+        torch.randn(Z1, Z2, generator=g),
+        torch.randn(Z1, generator=g),
+        torch.tensor([0.6, 0.8]),
+    )
+    model = HierarchicalVAE(
+        (X,),
+        (Z1, Z2),
+        likelihood=likelihoods.Gaussian(scale=S_X),
+        hidden=(),
+        hidden_between=(),
+        inference="ladder",
+    )
+    _set_gaussian(model.down[0], A, a, d)
+    with torch.no_grad():
+        model.decoder.net[-1].weight.copy_(W)
+        model.decoder.net[-1].bias.copy_(b)
+    WtW = W.T @ W
+    assert torch.allclose(WtW, torch.diag(WtW.diagonal()), atol=1e-6)
+    P = torch.linalg.inv(WtW) @ W.T  # y = P (x - b)
+    _set_gaussian(model.encoder, P, -P @ b, S_X * WtW.diagonal().rsqrt())
+    C = torch.diag(d**2) + S_X**2 * torch.linalg.inv(WtW)  # y | z2 ~ N(A z2 + a, C)
+    precision = 1 + A.T @ torch.linalg.solve(C, A)
+    gain = torch.linalg.solve(precision, A.T @ torch.linalg.inv(C))
+    _set_gaussian(model.up[0], gain, -gain @ a, precision.diagonal().rsqrt())
+    C1 = A @ A.T + torch.diag(d**2)
+    marginal = torch.distributions.MultivariateNormal(
+        W @ a + b, W @ C1 @ W.T + S_X**2 * torch.eye(X)
+    )
+    x = marginal.sample((5,))
+    log_px = marginal.log_prob(x).to(device)
+    model, x = model.to(device), x.to(device)
+    elbo = evaluate.elbo(model, x, num_particles=64)
+    assert torch.allclose(elbo, log_px, atol=1e-4)
+    # the same networks under bottom-up inference are no longer the posterior
+    model.inference = "bottom-up"
+    assert (evaluate.elbo(model, x, num_particles=64) < elbo - 0.01).all()

@@ -194,7 +194,7 @@ class _Flow(Posterior):
 
     def distribution(self, loc, scale, context):
         base = dist.Normal(loc, scale).to_event(1)
-        return dist.TransformedDistribution(base, self.transforms(context))
+        return _FlowDistribution(base, self.transforms(context))
 
     def code(self, params):
         loc, _, context = self.split(params)
@@ -206,6 +206,22 @@ class _Flow(Posterior):
         return f"num_transforms={self.num_transforms}" + (
             "" if self.z_dim is None else f", z_dim={self.z_dim}"
         )
+
+
+class _FlowDistribution(dist.TransformedDistribution):
+    """A transformed distribution whose ``log_prob`` takes values that broadcast
+    against its batch (z of shape ``(S, 1, z_dim)`` against the ``(N,)`` points of an
+    aggregate posterior): the maps read a context per point, so the value is expanded
+    to the full batch first. A value of the batch's own shape (the distribution's own
+    draw) passes unchanged, so its cached inverse is found."""
+
+    def log_prob(self, value):
+        event = self.event_shape
+        batch = value.shape[: value.dim() - len(event)]
+        full = torch.broadcast_shapes(batch, self.batch_shape)
+        if batch != full:
+            value = value.expand(*full, *event)
+        return super().log_prob(value)
 
 
 class _PlanarMap(ConditionedPlanar):

@@ -216,3 +216,23 @@ def test_the_command_line_trains_and_reloads_a_flow_posterior(tmp_path, capsys):
     assert cli.main(bad) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "unknown posterior" in err, err
+
+
+@pytest.mark.parametrize("family", _families()[2:], ids=lambda p: type(p).__name__)
+def test_a_flow_scores_values_that_broadcast_against_its_points(family):
+    # the aggregate posterior scores each draw under every point's q(z|x_n)
+    family = family.setup(Z)
+    q = family(_params(family, 4, "cpu"))
+    z = torch.randn(6, 1, Z)
+    grid = q.log_prob(z)
+    assert grid.shape == (6, 4)
+    for n in range(4):
+        one = family(tuple(t[n : n + 1] for t in _params(family, 4, "cpu")))
+        assert torch.allclose(grid[:, n], one.log_prob(z[:, 0]).squeeze(-1), atol=1e-4)
+
+
+def test_elbo_surgery_takes_a_flow_posterior():
+    x = (torch.rand(12, 12) > 0.5).float()
+    vae = VAE((12,), Z, hidden=(16,), posterior="iaf:2")
+    surgery = evaluate.elbo_surgery(vae, x, num_samples=2)
+    assert torch.isfinite(torch.tensor(surgery.mutual_information))

@@ -139,11 +139,20 @@ def _guide_of(family, free):
     return guide
 
 
+#: draws per point made at once in the final estimates (memory grows with it)
+CHUNK = 100
+
+
 def _elbos(model, guide, args, num_samples, nesting, vectorized):
-    log_w = importance.log_weights(
-        model, guide, args, num_samples, nesting, vectorized=vectorized, plate="data"
-    )
-    return log_w.mean(0)
+    """Each point's ELBO, the mean of ``num_samples`` log-weights drawn in chunks."""
+    total, done = 0.0, 0
+    while done < num_samples:
+        size = min(CHUNK, num_samples - done)
+        log_w = importance.log_weights(
+            model, guide, args, size, nesting, vectorized=vectorized, plate="data"
+        )
+        total, done = total + log_w.sum(0), done + size
+    return total / num_samples
 
 
 @contextmanager

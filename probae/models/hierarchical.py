@@ -77,7 +77,10 @@ class HierarchicalVAE(Autoencoder):
         z_dims = _validate.widths("z_dims", z_dims)
         if not z_dims:
             raise ValueError("z_dims must name at least one latent layer, got ()")
-        super().__init__(x_shape, z_dims[-1], _priors.StandardNormal(z_dims[-1]), likelihood, beta)
+        # z_dim is the size of the code that encode returns and decode reads (z1);
+        # the prior is over the top layer
+        super().__init__(x_shape, z_dims[0], None, likelihood, beta)
+        self.prior = _priors.StandardNormal(z_dims[-1])
         self.z_dims = z_dims
         self.inference = inference
         hidden = _validate.widths("hidden", hidden)

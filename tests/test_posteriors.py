@@ -236,3 +236,11 @@ def test_elbo_surgery_takes_a_flow_posterior():
     vae = VAE((12,), Z, hidden=(16,), posterior="iaf:2")
     surgery = evaluate.elbo_surgery(vae, x, num_samples=2)
     assert torch.isfinite(torch.tensor(surgery.mutual_information))
+
+
+def test_factor_vae_takes_a_posterior():
+    x = (torch.rand(16, 12) > 0.5).float()
+    model = probae.FactorVAE((12,), Z, hidden=(16,), discriminator_hidden=(8,), posterior="iaf:2")
+    assert isinstance(model.posterior_family, posteriors.IAF)
+    probae.fit(model, x, epochs=1, batch_size=8)
+    assert torch.isfinite(evaluate.elbo(model, x)).all()

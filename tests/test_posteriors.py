@@ -244,3 +244,16 @@ def test_factor_vae_takes_a_posterior():
     assert isinstance(model.posterior_family, posteriors.IAF)
     probae.fit(model, x, epochs=1, batch_size=8)
     assert torch.isfinite(evaluate.elbo(model, x)).all()
+
+
+@pytest.mark.filterwarnings("ignore:For .* the importance weights are too heavy-tailed")
+@pytest.mark.parametrize("spec", ["planar:2", "iaf:2"])
+def test_ais_starts_from_a_flow_posterior(spec):
+    # AIS moves z by HMC under q^(1-beta) p^beta: log q and its gradient away from q's
+    # draws, through the maps' inverses
+    x = (torch.rand(6, 12) > 0.5).float()
+    vae = VAE((12,), Z, hidden=(16,), posterior=spec)
+    ais = evaluate.ais_log_likelihood(vae, x, num_chains=4, steps=30, warmup=5, progress=False)
+    iwae = evaluate.log_likelihood(vae, x, num_samples=2000)
+    assert ais.acceptance > 0.5
+    assert ais.mean == pytest.approx(iwae.mean, abs=0.5)

@@ -264,6 +264,12 @@ def _add_model_options(parser) -> None:
         help=f"prior p(z): {', '.join(priors.names())} ({_default_text('prior')}) {_only('prior')}",
     )
     group.add_argument(
+        "--posterior",
+        metavar="NAME[:K]",
+        help="posterior q(z|x): diagonal, full (covariance), or a flow of K maps: planar:K, "
+        f"iaf:K, spline:K ({_default_text('posterior')}) {_only('posterior')}",
+    )
+    group.add_argument(
         "--components",
         metavar="K",
         type=int,

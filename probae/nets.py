@@ -88,21 +88,32 @@ class MLPEncoder(nn.Module, Configurable):
     :param int z_dim: latent dimension.
     :param tuple hidden: hidden layer widths.
     :param int c_dim: size of a flattened condition concatenated to x (0 for none).
-    :returns: ``(loc, scale)`` from :meth:`forward`.
+    :param int context_dim: size of a context h returned after ``(loc, scale)``, read
+        by the flow and full-covariance posteriors (:mod:`probae.posteriors`); a linear
+        head on the last hidden layer. 0 for none.
+    :returns: ``(loc, scale)`` from :meth:`forward`, or ``(loc, scale, h)``.
     """
 
-    def __init__(self, x_shape, z_dim: int, hidden=(256, 256), c_dim: int = 0):
+    def __init__(
+        self, x_shape, z_dim: int, hidden=(256, 256), c_dim: int = 0, context_dim: int = 0
+    ):
         super().__init__()
         self.x_shape, self.z_dim, self.c_dim, hidden = _check_sizes(x_shape, z_dim, c_dim, hidden)
         self.net = MLP(_flat_size(self.x_shape) + c_dim, hidden, 2 * z_dim)
+        self.context_dim = _validate.integer("context_dim", context_dim, minimum=0)
+        if self.context_dim:
+            self.context = nn.Linear(self.net[-1].in_features, self.context_dim)
 
     def features(self, x, c=None):
         h = x.reshape(*x.shape[: x.dim() - len(self.x_shape)], -1)
         return self.net(_with_condition(h, c, self.c_dim))
 
     def forward(self, x, c=None):
-        loc, raw_scale = self.features(x, c).chunk(2, dim=-1)
-        return loc, softplus(raw_scale) + MIN_SCALE
+        if not self.context_dim:
+            loc, raw_scale = self.features(x, c).chunk(2, dim=-1)
+            return loc, softplus(raw_scale) + MIN_SCALE
+        h = x.reshape(*x.shape[: x.dim() - len(self.x_shape)], -1)
+        return _with_context(self.net, self.context, _with_condition(h, c, self.c_dim))
 
 
 class MLPDecoder(nn.Module, Configurable):
@@ -128,10 +139,20 @@ class ConvEncoder(nn.Module, Configurable):
     """A small convolutional recognition network for images ``(C, H, W)`` with H and W
     divisible by 4 (1x28x28, 3x32x32): two stride-2 convolutions and a linear head.
 
-    :returns: ``(loc, scale)`` from :meth:`forward`.
+    :param int context_dim: size of a context h returned after ``(loc, scale)`` (see
+        :class:`MLPEncoder`); 0 for none.
+    :returns: ``(loc, scale)`` from :meth:`forward`, or ``(loc, scale, h)``.
     """
 
-    def __init__(self, x_shape, z_dim: int, channels=(32, 64), hidden: int = 256, c_dim: int = 0):
+    def __init__(
+        self,
+        x_shape,
+        z_dim: int,
+        channels=(32, 64),
+        hidden: int = 256,
+        c_dim: int = 0,
+        context_dim: int = 0,
+    ):
         super().__init__()
         C, H, W = _check_image_shape(x_shape)
         self.x_shape = (C, H, W)
@@ -146,16 +167,23 @@ class ConvEncoder(nn.Module, Configurable):
             nn.Flatten(),
         )
         self.head = MLP(c2 * (H // 4) * (W // 4) + c_dim, (hidden,), 2 * z_dim)
+        self.context_dim = _validate.integer("context_dim", context_dim, minimum=0)
+        if self.context_dim:
+            self.context = nn.Linear(hidden, self.context_dim)
 
-    def features(self, x, c=None):
+    def _input(self, x, c):
         batch = x.shape[:-3]
         h = self.conv(x.reshape(-1, *self.x_shape))
-        h = h.reshape(*batch, -1)
-        return self.head(_with_condition(h, c, self.c_dim))
+        return _with_condition(h.reshape(*batch, -1), c, self.c_dim)
+
+    def features(self, x, c=None):
+        return self.head(self._input(x, c))
 
     def forward(self, x, c=None):
-        loc, raw_scale = self.features(x, c).chunk(2, dim=-1)
-        return loc, softplus(raw_scale) + MIN_SCALE
+        if not self.context_dim:
+            loc, raw_scale = self.features(x, c).chunk(2, dim=-1)
+            return loc, softplus(raw_scale) + MIN_SCALE
+        return _with_context(self.head, self.context, self._input(x, c))
 
 
 class ConvDecoder(nn.Module, Configurable):
@@ -185,6 +213,16 @@ class ConvDecoder(nn.Module, Configurable):
         return self.deconv(h).reshape(*batch, *self.x_shape)
 
 
+def _with_context(net: nn.Sequential, context: nn.Module, h: torch.Tensor):
+    """``(loc, scale, context)``: the last hidden layer of ``net`` feeds both its last
+    layer (loc and scale) and the context head."""
+    layers = list(net)
+    for layer in layers[:-1]:
+        h = layer(h)
+    loc, raw_scale = layers[-1](h).chunk(2, dim=-1)
+    return loc, softplus(raw_scale) + MIN_SCALE, context(h)
+
+
 def _check_image_shape(x_shape):
     shape = tuple(x_shape)
     if len(shape) != 3 or shape[1] % 4 or shape[2] % 4:
@@ -195,11 +233,15 @@ def _check_image_shape(x_shape):
     return shape
 
 
-def make_encoder(x_shape, z_dim: int, hidden=(256, 256), c_dim: int = 0) -> nn.Module:
-    """A convolutional encoder for image shapes ``(C, H, W)``, an MLP otherwise."""
+def make_encoder(
+    x_shape, z_dim: int, hidden=(256, 256), c_dim: int = 0, context_dim: int = 0
+) -> nn.Module:
+    """A convolutional encoder for image shapes ``(C, H, W)``, an MLP otherwise; with
+    ``context_dim`` > 0 it also returns a context of that size (see :class:`MLPEncoder`)."""
+    extra = {"context_dim": context_dim} if context_dim else {}
     if len(tuple(x_shape)) == 3:
-        return ConvEncoder(x_shape, z_dim, c_dim=c_dim)
-    return MLPEncoder(x_shape, z_dim, hidden, c_dim=c_dim)
+        return ConvEncoder(x_shape, z_dim, c_dim=c_dim, **extra)
+    return MLPEncoder(x_shape, z_dim, hidden, c_dim=c_dim, **extra)
 
 
 def make_decoder(z_dim: int, x_shape, hidden=(256, 256), c_dim: int = 0) -> nn.Module:

@@ -36,6 +36,8 @@ concern each, and every one is importable from here (``evaluate.elbo``):
   variation (:func:`disentanglement` computes them all: BetaVAE and FactorVAE
   scores, MIG, SAP, DCI, modularity and explicitness), and
   :func:`total_correlation` with :func:`kl_decomposition`.
+- :mod:`probae.evaluate.gaps`: :func:`inference_gaps`, the approximation and
+  amortization gaps of each point (Cremer et al. 2018).
 - :mod:`probae.evaluate.export`: :func:`to_inference_data` for ArviZ.
 - :mod:`probae.evaluate.discrete`: :func:`code_log_likelihood`, the bound of a
   model with discrete codes (VQ-VAE) through its code prior.
@@ -92,6 +94,7 @@ from .estimators import (
     reconstruction_error,
 )
 from .export import to_inference_data
+from .gaps import InferenceGaps, inference_gaps
 from .representation import cluster, clustering_accuracy, linear_probe
 from .sample_quality import (
     SampleQuality,
@@ -142,4 +145,6 @@ __all__ = [
     "kernel_distance",
     "precision_recall",
     "sample_quality",
+    "InferenceGaps",
+    "inference_gaps",
 ]

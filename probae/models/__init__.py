@@ -16,6 +16,7 @@ from .cvae import CVAE, ConditionalBaseline
 from .dipvae import DIPVAE
 from .draw import DRAW
 from .factorvae import FactorVAE
+from .hierarchical import HierarchicalVAE
 from .rae import RAE
 from .stacked import StackedDenoisingAE
 from .tcvae import BetaTCVAE
@@ -37,6 +38,7 @@ __all__ = [
     "DenoisingAE",
     "DeterministicAutoencoder",
     "GatedPixelCNN",
+    "HierarchicalVAE",
     "KSparseAE",
     "SparseAE",
     "StackedDenoisingAE",

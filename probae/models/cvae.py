@@ -35,8 +35,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .. import _densities, _validate, nets
+from .. import _validate, nets
 from .. import likelihoods as _likelihoods
+from .. import posteriors as _posteriors
 from .. import priors as _priors
 from .._config import Configurable
 from .base import Autoencoder, _check_shape
@@ -129,6 +130,8 @@ class CVAE(_Conditioned, Autoencoder):
     :param tuple prior_hidden: hidden widths of the default prior network.
     :param encoder: a network ``(x, c) -> (loc, scale)``; built if None.
     :param decoder: a network ``(z, c) -> likelihood input``; built if None.
+    :param posterior: a family from :mod:`probae.posteriors` (default
+        :class:`~probae.posteriors.DiagonalNormal`) or its name (``"iaf:4"``).
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class CVAE(_Conditioned, Autoencoder):
         prior_hidden=(256,),
         encoder=None,
         decoder=None,
+        posterior=None,
     ):
         if c_shape is None:
             raise ValueError("c_shape is required: a CVAE is conditioned on c (use VAE otherwise)")
@@ -159,14 +163,18 @@ class CVAE(_Conditioned, Autoencoder):
                 f"CVAE networks are MLPs on flat vectors: x_shape must have one dimension, "
                 f"got {self.x_shape} (flatten the data)"
             )
+        family = _posteriors.DiagonalNormal() if posterior is None else _posteriors.get(posterior)
         if encoder is None:
-            encoder = nets.MLPEncoder(self.x_shape, z_dim, hidden, c_dim=c_dim)
+            context_dim = family.context_dim(self.z_dim)
+            extra = {"context_dim": context_dim} if context_dim else {}
+            encoder = nets.MLPEncoder(self.x_shape, z_dim, hidden, c_dim=c_dim, **extra)
         self.encoder = encoder
         self.decoder = (
             nets.MLPDecoder(z_dim, self.x_shape, tuple(reversed(tuple(hidden))), c_dim=c_dim)
             if decoder is None
             else decoder
         )
+        self.posterior_family = family.setup(self.z_dim)
 
     @classmethod
     def for_task(cls, task, z_dim: int = 32, **kwargs) -> CVAE:
@@ -183,8 +191,7 @@ class CVAE(_Conditioned, Autoencoder):
 
     def posterior(self, x, c) -> dist.TorchDistribution:
         """q(z|x, c) as a distribution with ``event_dim=1``."""
-        loc, scale = self.encoder(x, c)
-        return _densities.Normal(loc, scale).to_event(1)
+        return self.posterior_family(self.encoder(x, c))
 
     def guide(self, x, c=None):
         """The recognition model q(z|x, c)."""
@@ -198,7 +205,7 @@ class CVAE(_Conditioned, Autoencoder):
     def encode(self, x, c=None) -> torch.Tensor:
         """The posterior mean of z given x and c."""
         x = self.check_x(self.to_device(x))
-        return self.encoder(x, self.check_c(c, x.shape[0]))[0]
+        return self.posterior_family.code(self.encoder(x, self.check_c(c, x.shape[0])))
 
     def decode(self, z, c=None) -> torch.Tensor:
         """E[x|z, c]; ``z`` may carry extra leading dimensions (samples)."""

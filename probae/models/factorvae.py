@@ -68,6 +68,8 @@ class FactorVAE(VAE):
     :param tuple hidden: hidden widths of MLP networks.
     :param encoder: a network returning ``(loc, scale)``; built if None.
     :param decoder: a network returning the likelihood's input; built if None.
+    :param posterior: a family from :mod:`probae.posteriors` (default diagonal Gaussian);
+        the penalty reads only draws of z, so any family serves.
     """
 
     def __init__(
@@ -82,8 +84,11 @@ class FactorVAE(VAE):
         hidden=(256, 256),
         encoder=None,
         decoder=None,
+        posterior=None,
     ):
-        super().__init__(x_shape, z_dim, prior, likelihood, beta, hidden, encoder, decoder)
+        super().__init__(
+            x_shape, z_dim, prior, likelihood, beta, hidden, encoder, decoder, posterior
+        )
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
             raise TypeError(f"gamma must be a number, got {gamma!r}")
         if not (gamma >= 0 and math.isfinite(gamma)):

@@ -117,14 +117,25 @@ def _vae(config: dict, common: dict):
             raise OptionError("components", "{} does not apply to the prior VampPrior")
         encoder = nets.make_encoder(common["x_shape"], common["z_dim"], common["hidden"])
         prior = priors.get("vampprior", common["z_dim"], encoder=encoder)
-        return VAE(**common, encoder=encoder, prior=prior, beta=config["beta"])
-    return VAE(**common, prior=_prior(config), beta=config["beta"])
+        return VAE(
+            **common,
+            encoder=encoder,
+            prior=prior,
+            beta=config["beta"],
+            posterior=config["posterior"],
+        )
+    return VAE(**common, prior=_prior(config), beta=config["beta"], posterior=config["posterior"])
 
 
 def _cvae(config: dict, common: dict):
     if config.get("c_shape") is None:
         raise ValueError("a cvae configuration needs c_shape, the number of classes as [K]")
-    return CVAE(**common, c_shape=tuple(config["c_shape"]), beta=config["beta"])
+    return CVAE(
+        **common,
+        c_shape=tuple(config["c_shape"]),
+        beta=config["beta"],
+        posterior=config["posterior"],
+    )
 
 
 def _beta_tcvae(config: dict, common: dict):
@@ -303,13 +314,14 @@ FAMILIES = {
         {
             **_VARIATIONAL,
             "prior": "standard-normal",
+            "posterior": "diagonal",
             "components": None,
             "net": "mlp",
             "beta_warmup": 0,
         },
         _vae,
     ),
-    "cvae": Family(CVAE, {**_VARIATIONAL, "beta_warmup": 0}, _cvae),
+    "cvae": Family(CVAE, {**_VARIATIONAL, "posterior": "diagonal", "beta_warmup": 0}, _cvae),
     "beta-tcvae": Family(
         BetaTCVAE,
         {**_VARIATIONAL, "beta": 6.0, "alpha": 1.0, "gamma": 1.0, "dataset_size": None},

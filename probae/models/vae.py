@@ -23,13 +23,15 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 
-from .. import _densities, nets
+from .. import nets, posteriors
 from .base import Autoencoder
 
 
 class VAE(Autoencoder):
-    r"""A VAE with a Gaussian recognition network
-    :math:`q(z|x) = \mathcal N(\mu(x), \mathrm{diag}\,\sigma^2(x))`.
+    r"""A VAE with a recognition network: by default the diagonal Gaussian
+    :math:`q(z|x) = \mathcal N(\mu(x), \mathrm{diag}\,\sigma^2(x))`, or any family of
+    :mod:`probae.posteriors` (a full covariance, a planar, inverse autoregressive or
+    spline flow) fed by the encoder.
 
     :param tuple x_shape: shape of one data point, e.g. ``(64,)`` or ``(1, 28, 28)``.
     :param int z_dim: latent dimension.
@@ -37,8 +39,11 @@ class VAE(Autoencoder):
     :param likelihood: a module from :mod:`probae.likelihoods` (default Bernoulli).
     :param float beta: weight of the KL term (1 for the VAE).
     :param tuple hidden: hidden widths of the MLP networks.
-    :param encoder: a network returning ``(loc, scale)``; built from ``x_shape`` if None.
+    :param encoder: a network returning ``(loc, scale)`` (and the context the posterior
+        reads, if any); built from ``x_shape`` if None.
     :param decoder: a network returning the likelihood's input; built if None.
+    :param posterior: a family from :mod:`probae.posteriors` (default
+        :class:`~probae.posteriors.DiagonalNormal`) or its name (``"iaf:4"``).
     """
 
     def __init__(
@@ -51,19 +56,24 @@ class VAE(Autoencoder):
         hidden=(256, 256),
         encoder=None,
         decoder=None,
+        posterior=None,
     ):
         super().__init__(x_shape, z_dim, prior, likelihood, beta)
+        family = posteriors.DiagonalNormal() if posterior is None else posteriors.get(posterior)
+        context_dim = family.context_dim(self.z_dim)
         self.encoder = (
-            nets.make_encoder(self.x_shape, z_dim, hidden) if encoder is None else encoder
+            nets.make_encoder(self.x_shape, z_dim, hidden, context_dim=context_dim)
+            if encoder is None
+            else encoder
         )
         self.decoder = (
             nets.make_decoder(z_dim, self.x_shape, hidden) if decoder is None else decoder
         )
+        self.posterior_family = family.setup(self.z_dim)
 
     def posterior(self, x, c=None) -> dist.TorchDistribution:
         """q(z|x) as a distribution with ``event_dim=1``."""
-        loc, scale = self.encoder(x)
-        return _densities.Normal(loc, scale).to_event(1)
+        return self.posterior_family(self.encoder(x))
 
     def guide(self, x, c=None):
         """The recognition model q(z|x)."""
@@ -74,4 +84,4 @@ class VAE(Autoencoder):
 
     def encode(self, x, c=None):
         """The posterior mean of z given x."""
-        return self.encoder(self.to_device(x))[0]
+        return self.posterior_family.code(self.encoder(self.to_device(x)))

@@ -194,12 +194,7 @@ def log_likelihood(
     sample, with the same draws (said in a notice).
 
     :param model: a probae model or a ``(model, guide)`` pair.
-    :param data: a :class:`~probae.data.Dataset`, a tensor of shape ``(N, ...)``
-        (``(N,)``: N scalar points), a torch Dataset or DataLoader, or any iterable of
-        the pair's own batches (a list, a DataLoader with its own ``collate_fn``) whose
-        items are tuples (positional arguments), dicts (keyword arguments) or tensors,
-        passed to model and guide as ``SVI.step(*args, **kwargs)`` passes them (see
-        :mod:`probae.batches`); per-point results come in the order of the batches.
+    :param data: the points, in any form :func:`elbo` takes (the pair's own batches too).
     :param int num_samples: importance samples S per point.
     :param int chunk_size: samples drawn at once (memory grows with
         ``chunk_size * batch_size``); None picks it with ``batch_size`` (see

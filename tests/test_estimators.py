@@ -202,3 +202,15 @@ def test_default_pass_sizes_keep_each_pass_near_its_budget_and_are_what_the_defa
     pyro.set_rng_seed(1)
     given = evaluate.log_likelihood(vae, x, num_samples=300, chunk_size=chunk, batch_size=batch)
     assert torch.equal(defaults.values, given.values)
+
+
+def test_psis_of_batches_fitted_together_equals_psis_of_all_weights_at_once(device):
+    from probae.evaluate.diagnostics import _psis
+
+    vae = VAE((6,), 2).to(device)
+    x = torch.rand(300, 6, device=device).bernoulli()  # 300 points: more than one PSIS group
+    result = evaluate.log_likelihood(
+        vae, x, num_samples=100, batch_size=7, chunk_size=40, keep_log_weights=True
+    )
+    khat, values = _psis(result.log_weights)
+    assert torch.equal(result.khat, khat) and torch.equal(result.psis_values, values)

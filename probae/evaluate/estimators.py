@@ -246,7 +246,7 @@ def log_likelihood(
     auto_chunk, auto_batch = pass_sizes(num_samples, point_size, device_type)
     batch_size = given_batch if batch_size is not None else auto_batch
     keep = psis or keep_log_weights
-    out, khats, smoothed, kept = [], [], [], []
+    out, khats, smoothed, kept, pending = [], [], [], [], []
     checks = _ValidateOnce(pair.module)
     rows = auto_chunk * auto_batch if chunk_size is None else chunk_size * batch_size
     total = None if getattr(x, "program", False) else len(x)  # a program's: not known
@@ -286,10 +286,12 @@ def log_likelihood(
                 if keep_log_weights:
                     kept.append(lw)
                 if psis:
-                    khat, values = _psis(lw)
-                    khats.append(khat)
-                    smoothed.append(values)
+                    pending.append(lw)
+                    if sum(w.shape[1] for w in pending) >= PSIS_POINTS:
+                        _smooth(pending, khats, smoothed)
             bar.update(importance.points(args) or 0)
+        if pending:
+            _smooth(pending, khats, smoothed)
     result = LogLikelihood(torch.cat(out), num_samples)
     if keep_log_weights:
         result.log_weights = torch.cat(kept, 1)
@@ -334,6 +336,19 @@ def _point_size(x) -> int:
 def _device_type(x) -> str:
     device = getattr(x, "device", None)
     return device.type if device is not None else "cpu"
+
+
+#: points whose weights one PSIS fit takes at once: the tail fits of many small batches
+#: cost more in calls than in arithmetic
+PSIS_POINTS = 256
+
+
+def _smooth(pending: list, khats: list, smoothed: list) -> None:
+    """PSIS of the log-weights of the batches in ``pending`` (emptied), in one call."""
+    khat, values = _psis(torch.cat(pending, 1))
+    khats.append(khat)
+    smoothed.append(values)
+    pending.clear()
 
 
 def reconstruction_error(model, data, c=None, batch_size: int = 1000) -> torch.Tensor:

@@ -45,7 +45,8 @@ def test_a_count_given_or_chosen_by_the_caller_is_kept(two_threads):
     assert set(spy.seen) == {3} and torch.get_num_threads() == 3
 
 
-def test_a_large_network_keeps_pytorchs_threads(two_threads):
+def test_a_large_network_keeps_pytorchs_threads(two_threads, monkeypatch):
+    monkeypatch.setattr(_threads, "_load", lambda: 0.0)  # an idle machine
     big = torch.nn.Linear(4096, 4096)  # 16.8M parameters: past the small-work bound
     with _threads.for_call(None, big, rows=1):
         assert torch.get_num_threads() == 2
@@ -54,3 +55,15 @@ def test_a_large_network_keeps_pytorchs_threads(two_threads):
     assert torch.get_num_threads() == 2
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         evaluate.elbo(VAE((6,), 2), torch.rand(4, 6).bernoulli(), threads=0)
+
+
+def test_a_large_network_leaves_cores_busy_with_other_work_to_it(two_threads, monkeypatch):
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
+    big = torch.nn.Linear(4096, 4096)
+    monkeypatch.setattr(_threads, "_load", lambda: 2.1)  # one core busy besides this one
+    with _threads.for_call(None, big, rows=1):
+        assert torch.get_num_threads() == 1
+    monkeypatch.setattr(_threads, "_load", lambda: 0.9)  # this process alone
+    with _threads.for_call(None, big, rows=1):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 2

@@ -42,8 +42,12 @@ from .models import (
     fit_code_prior,
     fit_latent_density,
 )
+from .models import families as _families
+from .saving import RUN_BUILDERS as _RUN_BUILDERS
 from .saving import load, save
 from .train import History, fit
+
+_RUN_BUILDERS[:] = [_families.build]  # probae.load rebuilds command-line runs with it
 
 __version__ = "0.1.0"
 

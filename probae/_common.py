@@ -8,6 +8,7 @@ import torch
 
 from . import _validate
 from . import data as _data
+from ._reading import read_all
 
 
 class Pair(NamedTuple):
@@ -72,8 +73,6 @@ def prepare(data, module, c=None, name: str = "data", check_support: bool = True
     if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)) and not (
         isinstance(data, _data.Dataset)
     ):
-        from .batches import read_all
-
         data = read_all(data, getattr(module, "x_shape", None))
     x = _data.as_tensor(data, name)
     if not torch.is_floating_point(x):

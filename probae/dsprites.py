@@ -64,6 +64,8 @@ import math
 import numpy as np
 import torch
 
+from ._dataset import Dataset
+
 __all__ = [
     "FACTOR_NAMES",
     "FACTOR_SIZES",
@@ -367,8 +369,6 @@ def load(split: str = "train", size: int | None = 50_000, flatten: bool = False)
         it is read.
     :param bool flatten: images as vectors ``(N, 4096)`` instead of ``(N, 1, 64, 64)``.
     """
-    from .data import Dataset
-
     if size is None:
         return Grid(split, flatten=flatten)
     index = _split_indices(split)
@@ -396,8 +396,6 @@ def synthetic(n: int = 2000, sizes=(3, 4, 5, 8), seed: int = 0):
     :param tuple sizes: number of classes of each factor (each at least 2).
     :param int seed: seeds the draw.
     """
-    from .data import Dataset
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     sizes = tuple(int(s) for s in sizes)

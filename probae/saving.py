@@ -458,13 +458,17 @@ def _stored_config(state: dict, folder: Path):
     return None
 
 
+#: builds a model from a command-line run's options: :func:`probae.models.families.build`,
+#: set by ``import probae``, so that saving needs no import of the model families
+RUN_BUILDERS = []
+
+
 def build(config: dict):
     """Builds an untrained model from a stored configuration (a model's ``config``,
     or ``{"run_options": ...}`` of a command-line run)."""
     if "run_options" in config:
-        from .models import families
-
-        return families.build(dict(config["run_options"]))
+        (builder,) = RUN_BUILDERS
+        return builder(dict(config["run_options"]))
     return _config.build(config)
 
 

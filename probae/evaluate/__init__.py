@@ -60,6 +60,7 @@ in Approximate Bayesian Inference)
 
 from . import features
 from .ais import AISLogLikelihood, ais_log_likelihood, bdmc
+from .bits import bits_per_dim
 from .diagnostics import (
     ActiveUnits,
     ElboSurgery,
@@ -85,7 +86,6 @@ from .disentangle import (
 )
 from .estimators import (
     LogLikelihood,
-    bits_per_dim,
     conditional_elbo,
     conditional_log_likelihood,
     elbo,

@@ -63,7 +63,7 @@ from pyro.poutine.util import prune_subsample_sites
 from .. import _progress, importance
 from .._common import as_pair, device_of, positive_int
 from ._util import _args, _eval_mode, _per_batch, _setup
-from .estimators import LogLikelihood
+from .results import LogLikelihood
 
 __all__ = [
     "AISLogLikelihood",

@@ -44,7 +44,7 @@ from ._util import (
 )
 
 if TYPE_CHECKING:
-    from .estimators import LogLikelihood
+    from .results import LogLikelihood
 
 __all__ = [
     "khat_threshold",

@@ -17,7 +17,8 @@ Koray Kavukcuoglu (NeurIPS 2017)
 
 from __future__ import annotations
 
-from .estimators import LogLikelihood, elbo
+from .estimators import elbo
+from .results import LogLikelihood
 
 __all__ = ["code_log_likelihood"]
 

@@ -14,92 +14,24 @@ Salakhutdinov (ICLR 2016)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from .. import _progress, _threads, _validate, importance
 from .._common import positive_int, prepare
-from ._util import _condition, _data_tensor, _eval_mode, _per_batch, _setup, _ValidateOnce
+from ._util import _condition, _eval_mode, _per_batch, _setup, _ValidateOnce
+from .ais import ais_log_likelihood
 from .diagnostics import PSIS_MIN_SAMPLES, _psis, _warn_khat, khat_threshold
+from .results import LogLikelihood
 
 __all__ = [
     "LogLikelihood",
     "elbo",
     "log_likelihood",
     "reconstruction_error",
-    "bits_per_dim",
     "conditional_log_likelihood",
     "conditional_elbo",
 ]
-
-
-@dataclass
-class LogLikelihood:
-    r"""An importance-weighted log-likelihood estimate, with its PSIS diagnostic.
-
-    :ivar torch.Tensor values: the IWAE estimate for each data point, in nats.
-    :ivar int num_samples: importance samples per point.
-    :ivar khat: the Pareto k-hat of each point's importance weights (None when
-        PSIS was not run). Below :attr:`khat_threshold` the estimate is reliable;
-        above it the weights are so heavy-tailed that a few samples dominate.
-    :ivar psis_values: for each point, the log of the mean of its PSIS-smoothed
-        weights (None when PSIS was not run). Smoothing the largest weights trades
-        variance for bias: it is a diagnostic companion of :attr:`khat`, not a better
-        estimate, and with heavy-tailed weights it can lie further from
-        :math:`\log p(x)` than :attr:`values`, which remain the estimate to report.
-    :ivar float khat_threshold: :math:`\min(1 - 1/\log_{10} S,\ 0.7)` for S samples.
-    :ivar log_weights: the ``(num_samples, N)`` log-weights, when asked to keep them.
-    """
-
-    values: torch.Tensor
-    num_samples: int
-    khat: torch.Tensor | None = None
-    psis_values: torch.Tensor | None = None
-    khat_threshold: float | None = None
-    log_weights: torch.Tensor | None = None
-
-    @property
-    def fraction_unreliable(self) -> float:
-        """The fraction of points whose k-hat exceeds :attr:`khat_threshold`."""
-        if self.khat is None:
-            raise ValueError("this estimate has no PSIS diagnostic (log_likelihood(psis=True))")
-        return (self.khat > self.khat_threshold).double().mean().item()
-
-    @property
-    def psis_mean(self) -> float:
-        """The average of :attr:`psis_values` over data points (a diagnostic, see there)."""
-        if self.psis_values is None:
-            raise ValueError("this estimate has no PSIS diagnostic (log_likelihood(psis=True))")
-        return self.psis_values.mean().item()
-
-    @property
-    def per_point(self) -> torch.Tensor:
-        """The estimate of each data point (:attr:`values`)."""
-        return self.values
-
-    @property
-    def mean(self) -> float:
-        """The average over data points (nats per point)."""
-        return self.values.mean().item()
-
-    @property
-    def stderr(self) -> float:
-        """Standard error of :attr:`mean` over data points."""
-        n = self.values.numel()
-        return (self.values.std() / math.sqrt(n)).item() if n > 1 else float("nan")
-
-    def __repr__(self) -> str:
-        psis = ""
-        if self.khat is not None:
-            psis = (
-                f", psis_mean={self.psis_mean:.4f}, "
-                f"khat>{self.khat_threshold:.2f}: {self.fraction_unreliable:.1%}"
-            )
-        return (
-            f"LogLikelihood(mean={self.mean:.4f}, stderr={self.stderr:.4f}, "
-            f"points={self.values.numel()}, num_samples={self.num_samples}{psis})"
-        )
 
 
 def elbo(
@@ -219,8 +151,6 @@ def log_likelihood(
     :rtype: LogLikelihood
     """
     if method == "ais":
-        from .ais import ais_log_likelihood
-
         if batch_size is not None:
             ais_options["batch_size"] = batch_size
         return ais_log_likelihood(model, data, c=c, progress=progress, **ais_options)
@@ -363,55 +293,6 @@ def reconstruction_error(model, data, c=None, batch_size: int = 1000) -> torch.T
             diff = xb - model.reconstruct(xb, cb)
             out.append(diff.reshape(diff.shape[0], -1).pow(2).sum(-1))
     return torch.cat(out)
-
-
-# -- bits per dimension ----------------------------------------------------------------
-
-
-def bits_per_dim(
-    model, data, num_samples: int = 5000, levels: int | None = None, estimate=None, **kwargs
-) -> float:
-    r"""The negative log-likelihood in bits per data dimension,
-
-    .. math:: \mathrm{bpd} = \frac{-\log \hat p(x) + D \log L}{D \log 2},
-
-    averaged over points, with :math:`\log \hat p(x)` the IWAE estimate of
-    :func:`log_likelihood` and D the number of dimensions (pixels) of x. For a model
-    with discrete codes (a VQ-VAE) :math:`\log \hat p(x)` is the bound through its
-    code prior, :func:`probae.evaluate.discrete.code_log_likelihood`. For a
-    likelihood of discrete values (Bernoulli pixels) :math:`\hat p` is a
-    probability and ``levels=None`` (no :math:`D \log L` term). For a density over
-    values in [0, 1] that were quantized to L levels (L = 256 for 8-bit images),
-    pass ``levels=L``: the density times the bin width :math:`1/L` per dimension is
-    the probability of the pixel values, the usual convention for image models.
-
-    :param model: a probae model or a ``(model, guide)`` pair.
-    :param data: a :class:`~probae.data.Dataset` or a tensor of shape ``(N, ...)``.
-    :param int num_samples: importance samples per point.
-    :param int levels: quantization levels L of a continuous density, or None.
-    :param LogLikelihood estimate: a result of :func:`log_likelihood` on the same
-        data, to reuse instead of sampling again.
-    :param kwargs: passed to :func:`log_likelihood` (``batch_size``, ``c``, ...).
-    """
-    x = _data_tensor(data)
-    if levels is not None and (
-        isinstance(levels, bool) or not isinstance(levels, int) or levels < 2
-    ):
-        raise ValueError(f"levels must be an integer >= 2 or None, got {levels!r}")
-    if estimate is None and getattr(model, "discrete_codes", False):
-        # A point-mass guide on discrete codes: the bound through the code prior.
-        from .discrete import code_log_likelihood
-
-        estimate = code_log_likelihood(model, data, batch_size=kwargs.get("batch_size", 1000))
-    elif estimate is None:
-        estimate = log_likelihood(model, data, num_samples=num_samples, **kwargs)
-    elif not isinstance(estimate, LogLikelihood):
-        raise TypeError(f"estimate must be a LogLikelihood, got {type(estimate).__name__}")
-    elif estimate.values.numel() != x.shape[0]:
-        raise ValueError(f"estimate has {estimate.values.numel()} points but data has {x.shape[0]}")
-    dims = x[0].numel()
-    nats = -estimate.mean + (dims * math.log(levels) if levels is not None else 0.0)
-    return nats / (dims * math.log(2.0))
 
 
 # -- conditional models ----------------------------------------------------------------

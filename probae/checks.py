@@ -94,9 +94,10 @@ def broadcast_error(model, guide, args, nesting: int):
             with importance.preserve_rng(args):
                 pair = importance.traces(model, guide, args, 2, nesting)
             log_w = importance.log_weights(model, guide, args, 2, nesting, trace_pair=pair)
-            n = importance.points(args)
-            if n is not None and tuple(log_w.shape) != (2, n):
-                return ValueError(f"log-weights of shape {tuple(log_w.shape)}, expected {(2, n)}")
+            if log_w.dim() != 2 or log_w.shape[0] != 2:
+                return ValueError(
+                    f"log-weights of shape {tuple(log_w.shape)}, expected (2, points)"
+                )
             for draw in range(2):
                 with importance.preserve_rng(args):
                     alone = _replayed_alone(model, guide, args, nesting, pair, draw)

@@ -954,7 +954,8 @@ def _check_point_count(pair, probe) -> None:
     for trace in (model_trace, guide_trace):
         for site in trace.nodes.values():
             for frame in site.get("cond_indep_stack", ()):
-                if frame.name == plate and frame.size not in (-1, n, frame.full_size or n):
+                whole = frame.full_size == n  # the whole set, subsampled inside
+                if frame.name == plate and frame.size not in (-1, n) and not whole:
                     raise ValueError(
                         f"the first tensor of each batch has {n} rows but the data plate "
                         f"{plate!r} has {frame.size} points: put the batch's data first, or "

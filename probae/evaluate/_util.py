@@ -58,8 +58,9 @@ def _setup(model, data, c, batch_size, what, needs_density, one_at_a_time=False,
         x, c, probe = _tensor_source(pair, data, c)
     batch_size = positive_int("batch_size", batch_size)
     # The probes run the pair as the estimate will: in eval mode (a guide may add
-    # training-only terms that draw random numbers of their own).
-    with torch.no_grad(), _eval_mode(pair.module):
+    # training-only terms that draw random numbers of their own). They leave the random
+    # stream where it was, so that an estimate depends on the seed, not on the probe.
+    with torch.no_grad(), _eval_mode(pair.module), importance.preserve_rng(probe):
         if needs_density:
             importance.check_guide_has_density(pair.guide, probe, what)
         nesting = importance.max_plate_nesting(pair.model, pair.guide, probe)

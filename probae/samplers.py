@@ -119,15 +119,16 @@ class CodeSampler(nn.Module):
 
     def fit_codes(self, codes: torch.Tensor):
         """Fits the density to the rows of ``codes``, shape ``(N, D)``; returns ``self``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define fit_codes(codes)")
 
     def distribution(self) -> dist.TorchDistribution:
         """The fitted density as a distribution with ``event_shape == (D,)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define distribution()")
 
     @property
     def fitted(self) -> bool:
-        raise NotImplementedError
+        """Whether :meth:`fit_codes` has run."""
+        raise NotImplementedError(f"{type(self).__name__} must define the fitted property")
 
     def _check_fitted(self):
         if not self.fitted:

@@ -29,7 +29,8 @@ import torch
 from pyro.distributions import Delta, Unit
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
-from torch.distributions import kl_divergence
+
+from ._factorized import closed_form_kl, innermost
 
 __all__ = ["LossTerms", "NAMES"]
 
@@ -38,24 +39,12 @@ NAMES = ("distortion", "rate", "penalty")
 KL_KEY = "_probae_kl"
 
 
-def _base(fn):
-    """The distribution under Independent/masking/expansion wrappers."""
-    while True:
-        inner = getattr(fn, "base_dist", None)
-        if inner is None:
-            return fn
-        fn = inner
-
-
 def _per_dimension(q, p):
     """KL(q || p) per element of the event, or None where no closed form exists."""
-    q, p = _base(q), _base(p)
+    q, p = innermost(q), innermost(p)
     if q.event_shape != () or p.event_shape != () or isinstance(q, Delta):
         return None  # not factorized per dimension, or a point mass (no KL)
-    try:
-        kl = kl_divergence(q, p)
-    except NotImplementedError:
-        return None
+    kl = closed_form_kl(q, p)
     return kl if torch.is_tensor(kl) and kl.dim() >= 1 else None
 
 
@@ -121,23 +110,20 @@ class LossTerms:
             lp = site["log_prob_sum"]
             zero = lp if zero is None else zero
             if site["is_observed"]:
-                if isinstance(_base(site["fn"]), Unit):
+                if isinstance(innermost(site["fn"]), Unit):
                     penalty = penalty - lp
                 else:
                     distortion = distortion - lp
                 continue
             guide_site = guide_trace.nodes.get(name)
             q_lp = 0.0 if guide_site is None else guide_site["log_prob_sum"]
-            if guide_site is not None and isinstance(_base(guide_site["fn"]), Delta):
+            if guide_site is not None and isinstance(innermost(guide_site["fn"]), Delta):
                 penalty = penalty + q_lp - lp
                 continue
             if self.closed_form and guide_site is not None:
                 kl = guide_site.get(KL_KEY)
                 if kl is None:
-                    try:
-                        kl = kl_divergence(guide_site["fn"], site["fn"])
-                    except NotImplementedError:
-                        kl = None
+                    kl = closed_form_kl(guide_site["fn"], site["fn"])
                 if kl is not None:
                     kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
                     rate = rate + (kl.sum() if torch.is_tensor(kl) else kl)

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 
 from .. import _validate, importance
+from .._factorized import closed_form_kl, coordinates, unmasked
 from . import _pareto
 from ._util import (
     _eval_mode,
@@ -195,26 +195,14 @@ def active_units(
     return ActiveUnits(int(active.sum()), active, variance, kl, float(threshold))
 
 
-def _factors(fn):
-    """The per-coordinate distribution of a factorized event-dim-1 distribution."""
-    while isinstance(fn, dist.MaskedDistribution):
-        fn = fn.base_dist
-    if isinstance(fn, torch.distributions.Independent) and fn.reinterpreted_batch_ndims == 1:
-        if fn.base_dist.event_shape == ():
-            return fn.base_dist
-    return None
-
-
 def _coordinate_log_prob(prior, z):
     """log p_j(z_j) for every coordinate j of z, or None if unavailable."""
-    base = _factors(prior)
+    base = coordinates(prior)
     if base is not None:
         return base.log_prob(z)
-    fn = prior
-    while isinstance(fn, dist.MaskedDistribution):
-        fn = fn.base_dist
+    fn = unmasked(prior)
     if isinstance(fn, torch.distributions.MixtureSameFamily):
-        comp = _factors(fn.component_distribution)
+        comp = coordinates(fn.component_distribution)
         if comp is not None:
             log_mix = fn.mixture_distribution.logits.log_softmax(-1).unsqueeze(-1)
             return (log_mix + comp.log_prob(z.unsqueeze(-2))).logsumexp(-2)
@@ -222,15 +210,13 @@ def _coordinate_log_prob(prior, z):
 
 
 def _per_dimension_kl(posterior, prior, num_samples):
-    q = _factors(posterior)
+    q = coordinates(posterior)
     if q is None:
         return None
-    p = _factors(prior)
-    if p is not None:
-        try:
-            return torch.distributions.kl_divergence(q, p)
-        except NotImplementedError:
-            pass
+    p = coordinates(prior)
+    kl = None if p is None else closed_form_kl(q, p)
+    if kl is not None:
+        return kl
     z = q.rsample((num_samples,)) if q.has_rsample else q.sample((num_samples,))
     log_p = _coordinate_log_prob(prior, z)
     if log_p is None:

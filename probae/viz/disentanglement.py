@@ -42,10 +42,11 @@ def factor_vs_latent(
     """
     from .. import dsprites
     from ..evaluate import disentangle
+    from ..evaluate.disentangle.information import _factor_entropies
 
     codes, truth = disentangle.encode_factors(model, data, factors, num_points, seed=seed)
     info = disentangle.mutual_information_matrix(codes, truth, num_bins)
-    entropy = disentangle._factor_entropies(truth, num_bins)
+    entropy = _factor_entropies(truth, num_bins)
     normalized = (info / entropy).numpy()
     num_codes, num_factors = normalized.shape
     if factor_names is None:

@@ -19,13 +19,15 @@ __all__ = ["closed_form_kl", "coordinates", "innermost", "unmasked"]
 
 
 def innermost(fn):
-    """The distribution under every wrapper that has a ``base_dist`` (Independent,
-    masking, expansion)."""
-    while True:
+    """The distribution under the wrappers that leave each coordinate's law as it is
+    (Independent, masking, expansion). A transformed distribution is a law of its own
+    (a LogNormal is not its base Normal) and is not unwrapped."""
+    while not isinstance(fn, torch.distributions.TransformedDistribution):
         inner = getattr(fn, "base_dist", None)
         if inner is None:
             return fn
         fn = inner
+    return fn
 
 
 def unmasked(fn):

@@ -67,3 +67,17 @@ def test_closed_form_kl_is_none_without_a_closed_form(device):
     assert closed_form_kl(dist.Normal(loc, scale), student) is None
     with pytest.raises(NotImplementedError):
         torch.distributions.kl_divergence(dist.Normal(loc, scale), student)
+
+
+def test_a_transformed_coordinate_is_scored_as_its_own_law(device):
+    from probae.terms import _per_dimension
+
+    (mq, sq), (mp, sp) = gaussians(device)
+    log_normal = dist.LogNormal(mq, sq).to_event(1)
+    # a LogNormal is not its base Normal: against a Normal prior no closed form is known
+    assert innermost(log_normal) is log_normal.base_dist
+    assert isinstance(innermost(log_normal), dist.LogNormal)
+    assert _per_dimension(log_normal, dist.Normal(mp, sp).to_event(1)) is None
+    # two LogNormals: the same bijection on both sides leaves the KL of the Normals
+    kl = _per_dimension(log_normal, dist.LogNormal(mp, sp).to_event(1))
+    torch.testing.assert_close(kl, closed_form_kl(dist.Normal(mq, sq), dist.Normal(mp, sp)))

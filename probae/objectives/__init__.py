@@ -38,11 +38,10 @@ and :mod:`~probae.objectives.dispatch` (choosing the objective).
 
 # The names marked F401 are importable from here but outside __all__: the loss-name
 # tables, the trainer's check of a loss, and the surrogate wrapper for Pyro's ELBOs.
+from . import dispatch
 from .dispatch import (
-    GRADIENTS,
     IWAE_GRADIENTS,  # noqa: F401
     IWAE_OBJECTIVES,  # noqa: F401
-    LOSSES,
     check_loss,  # noqa: F401
     for_pair,
     make_elbo,
@@ -54,6 +53,11 @@ from .inspect import PairInfo, inspect_pair, prior_proposed
 from .iwae import IWAE, DReGIWAE, StickingTheLandingIWAE
 from .miwae import CIWAE, MIWAE, PIWAE
 from .surrogate import differentiable  # noqa: F401
+
+#: the loss names :func:`probae.fit` takes
+LOSSES = dispatch.LOSSES
+#: gradient estimators of loss="iwae"
+GRADIENTS = dispatch.GRADIENTS
 
 __all__ = [
     "IWAE",

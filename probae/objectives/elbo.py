@@ -1,10 +1,10 @@
-r"""The reparameterized ELBOs whose loss stays on the device.
+r"""The Monte Carlo ELBOs whose loss stays on the device.
 
 :class:`ReparamELBO` (``loss="elbo"``) is :class:`~pyro.infer.Trace_ELBO` and
 :class:`MeanFieldELBO` (``loss="meanfield"``) is :class:`~pyro.infer.TraceMeanField_ELBO`
 (the KL term in closed form where one is registered), each with the same value and
 gradient as Pyro's, but with no host read per step; both trace each particle with
-:func:`_lean_importance_trace`, Pyro's importance trace without its copies.
+``_lean_importance_trace``, Pyro's importance trace without its copies.
 """
 
 from __future__ import annotations

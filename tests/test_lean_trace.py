@@ -10,7 +10,7 @@ from torch.distributions import constraints
 
 from probae import AE, CVAE, VAE, priors
 from probae.models.autoencoders import SparseAE
-from probae.objectives import MeanFieldELBO, ReparamELBO, _lean_importance_trace
+from probae.objectives.elbo import MeanFieldELBO, ReparamELBO, _lean_importance_trace
 
 
 def _user_pair(x):

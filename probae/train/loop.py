@@ -137,7 +137,8 @@ def fit(
         ``binarize`` draws and checks: ``"x"`` (the default) or ``"c"``, for pairs whose
         first argument is the condition (Pyro's CVAE ``model(xs, ys)`` scores ``ys``).
     :param list callbacks: :class:`probae.callbacks.Callback` objects called around
-        every step and epoch (after the History, before checkpointing).
+        every step and epoch (after the History, before checkpointing), and told through
+        their ``on_exception`` when training raises.
     :param early_stopping: a patience in epochs, or a
         :class:`probae.callbacks.EarlyStopping`: stop when the validation loss stops
         improving and keep the best epoch's weights.

@@ -57,7 +57,7 @@ def _sync(device):
 
 
 class ProbaeStep:
-    """The body of probae.fit's loop for one batch (see probae/train.py)."""
+    """The body of probae.fit's loop for one batch (see probae/train/step.py)."""
 
     def __init__(self, vae, lr):
         self.vae = vae

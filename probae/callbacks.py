@@ -5,9 +5,15 @@ The loop calls, on every callback in order::
 
     on_train_begin(state)
     on_epoch_begin(state)
+    on_step_begin(state)                     # per step, before it
     on_step_end(state, loss, terms, size)   # per step
     on_epoch_end(state)                      # state.history has the epoch's row
     on_train_end(state)
+
+and, instead of the rest, ``on_exception(state, error)`` on every callback when
+training raises once it has begun (an error, a non-finite loss, an interrupt): a
+callback closes what it opened there (:class:`MLflow` marks its run ``FAILED``, or
+``KILLED`` on an interrupt). The error is raised again once every callback is told.
 
 ``loss`` is the batch's summed loss (a float, already read for the finite-loss
 check), ``size`` its number of points, and ``terms`` a dict of 0-d tensors, the
@@ -101,6 +107,9 @@ class Callback:
     def on_epoch_begin(self, state: TrainingState) -> None:
         pass
 
+    def on_step_begin(self, state: TrainingState) -> None:
+        pass
+
     def on_step_end(self, state: TrainingState, loss: float, terms, size: int) -> None:
         pass
 
@@ -109,6 +118,12 @@ class Callback:
 
     def on_train_end(self, state: TrainingState) -> None:
         pass
+
+    def on_exception(self, state: TrainingState, error: BaseException) -> None:
+        """Training raised ``error``: called on every callback in place of
+        ``on_train_end``, before the error goes on. It reaches a callback whose
+        ``on_train_begin`` did not run (an earlier callback's raised), so it closes
+        only what it opened."""
 
 
 class HistoryRecorder(Callback):
@@ -230,6 +245,9 @@ class ProgressBar(Callback):
     def on_train_end(self, state):
         if self.bar is not None:
             self.bar.close()
+
+    def on_exception(self, state, error):
+        self.on_train_end(state)
 
 
 class Checkpoint(Callback):
@@ -378,6 +396,9 @@ class TensorBoard(Callback):
         if self.writer is not None:
             self.writer.close()
 
+    def on_exception(self, state, error):
+        self.on_train_end(state)  # what was logged so far is kept
+
 
 class CSVLogger(Callback):
     """Writes the History as a CSV file (one row per epoch, :meth:`probae.History.to_csv`)
@@ -409,7 +430,9 @@ class MLflow(Callback):
     ``model/``) and the pictures of the run (``history.png``, ``rate_distortion.png``,
     ``kl_per_dimension.png``, ``samples.png`` where the History and the model have
     what they show, under ``pictures/``). Needs the ``mlflow-skinny`` package (``pip
-    install probae[mlflow]``; the full ``mlflow`` serves as well).
+    install probae[mlflow]``; the full ``mlflow`` serves as well). A run whose training
+    raises is ended ``FAILED`` (``KILLED`` when interrupted) with the metrics of the
+    epochs it finished, never left ``RUNNING``.
 
     The default store is a folder, ``file:./mlruns``, read by ``mlflow ui
     --backend-store-uri ./mlruns``. MLflow 3 keeps such file stores in maintenance mode
@@ -452,6 +475,7 @@ class MLflow(Callback):
         self.params = dict(params or {})
         self.log_model, self.log_pictures = bool(log_model), bool(log_pictures)
         self.client = self.run_id = None
+        self._running = False  # a run of this fit is open in the store
 
     def on_train_begin(self, state):
         if not state.is_writer:
@@ -467,6 +491,7 @@ class MLflow(Callback):
             found.experiment_id if found else self.client.create_experiment(self.experiment)
         )
         self.run_id = self.client.create_run(experiment_id, run_name=self.run_name).info.run_id
+        self._running = True
         params = {
             "epochs": state.epochs,
             "steps_per_epoch": state.steps_per_epoch,
@@ -520,6 +545,16 @@ class MLflow(Callback):
                 _draw_run_pictures(state.history, module, pictures)
                 self.client.log_artifacts(self.run_id, str(pictures), "pictures")
         self.client.set_terminated(self.run_id, "FINISHED")
+        self._running = False
+
+    def on_exception(self, state, error):
+        """Ends the run as ``FAILED`` (``KILLED`` on an interrupt), keeping the metrics
+        of the epochs done; no model or pictures are logged."""
+        if not self._running:
+            return
+        killed = isinstance(error, (KeyboardInterrupt, SystemExit))
+        self.client.set_terminated(self.run_id, "KILLED" if killed else "FAILED")
+        self._running = False
 
 
 def _draw_run_pictures(history, module, folder: Path) -> list:

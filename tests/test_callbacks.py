@@ -83,7 +83,7 @@ def test_early_stopping_follows_its_rule(
 ):
     train_set, val = digits
     scripted = iter(curve)
-    monkeypatch.setattr(train, "_validation_loss", lambda *a, **k: {"loss": next(scripted)})
+    monkeypatch.setattr(train.epoch, "_validation_loss", lambda *a, **k: {"loss": next(scripted)})
     snapshots = _Snapshots()
     vae = _vae(device)
     history = probae.fit(
@@ -125,6 +125,68 @@ def test_callbacks_see_every_step_with_its_terms(device, digits):
     assert [s[3] for s in seen] == [64, 64, 32] * 2
     for _, loss, terms, _ in seen:
         assert terms == pytest.approx(loss, rel=1e-6)
+
+
+class _Calls(callbacks.Callback):
+    """Notes every hook called on it, with the steps done at the time."""
+
+    def __init__(self):
+        self.calls, self.errors = [], []
+
+    def on_train_begin(self, state):
+        self.calls.append(("train_begin", state.step))
+
+    def on_step_begin(self, state):
+        self.calls.append(("step_begin", state.step))
+
+    def on_step_end(self, state, loss, terms, size):
+        self.calls.append(("step_end", state.step))
+
+    def on_epoch_end(self, state):
+        self.calls.append(("epoch_end", state.epoch))
+
+    def on_train_end(self, state):
+        self.calls.append(("train_end", state.step))
+
+    def on_exception(self, state, error):
+        self.errors.append(error)
+
+
+def test_every_callback_is_told_when_training_raises(device, digits):
+    class Raises(callbacks.Callback):
+        def on_epoch_end(self, state):
+            if state.epoch == 2:
+                raise RuntimeError("the epoch could not be logged")
+
+    class FailsToClose(callbacks.Callback):
+        def on_exception(self, state, error):
+            raise OSError("the log is gone")
+
+    first, last = _Calls(), _Calls()
+    vae = _vae(device)
+    with (
+        pytest.raises(RuntimeError, match="could not be logged") as raised,
+        pytest.warns(RuntimeWarning, match="FailsToClose.on_exception raised"),
+    ):
+        probae.fit(vae, digits[0], epochs=4, batch_size=64, beta_warmup=4,
+                   callbacks=[first, Raises(), FailsToClose(), last])  # fmt: skip
+    # each callback is told once, with the error, and never that training ended
+    assert first.errors == [raised.value] and last.errors == [raised.value]
+    assert ("train_end", 6) not in first.calls + last.calls
+    assert ("epoch_end", 2) in first.calls and ("epoch_end", 2) not in last.calls
+    # the KL warm-up is ended too: beta is the model's again, not its warm-up value
+    assert vae.beta == 1.0
+    # on_step_begin comes before every step (steps done so far), on_step_end after it
+    steps = [c for c in first.calls if c[0].startswith("step")]
+    assert steps == [(kind, k + (kind == "step_end")) for k in range(6) for kind in
+                     ("step_begin", "step_end")]  # fmt: skip
+
+
+def test_a_failure_in_set_up_reaches_no_callback(device, digits):
+    calls = _Calls()
+    with pytest.raises(ValueError, match="binarize"):
+        probae.fit(_vae(device), digits[0], binarize="always", callbacks=[calls])
+    assert calls.calls == [] and calls.errors == []
 
 
 def test_gradient_clipping_bounds_the_step(device, digits):

@@ -77,3 +77,52 @@ def test_mlflow_missing_or_bad_options_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'probae\[mlflow\]'"):
         callbacks.MLflow(f"file:{tmp_path / 'mlruns'}")
     assert not (tmp_path / "mlruns").exists()
+
+
+class _Diverges(callbacks.Callback):
+    """Spoils the weights after ``epoch`` epochs, so the next step's loss is not finite."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.epoch:
+            with torch.no_grad():
+                for p in state.module.parameters():
+                    p.fill_(float("nan"))
+
+
+class _Interrupts(callbacks.Callback):
+    def on_step_end(self, state, loss, terms, size):
+        if state.step == 3:
+            raise KeyboardInterrupt
+
+
+def test_a_run_that_raises_is_marked_failed_not_left_running(device, tmp_path, store):
+    from mlflow.tracking import MlflowClient
+
+    train = data.binarize(data.load("digits", "train")[:64], seed=0)
+    vae = VAE((64,), 2, hidden=(16,)).to(device)
+    logger = callbacks.MLflow(store)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        probae.fit(
+            vae, train, epochs=4, batch_size=32, callbacks=[logger, _Diverges(2)], progress=False
+        )
+    client = MlflowClient(store)
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FAILED"
+    # the epochs finished before the failure are kept; no model or pictures are logged
+    logged = sorted(client.get_metric_history(logger.run_id, "train_loss"), key=lambda m: m.step)
+    assert [m.step for m in logged] == [1, 2]
+    assert client.list_artifacts(logger.run_id) == []
+
+    # an interrupt ends the run as KILLED; the same logger opens a new run each time
+    failed = logger.run_id
+    vae = VAE((64,), 2, hidden=(16,)).to(device)
+    with pytest.raises(KeyboardInterrupt):
+        probae.fit(
+            vae, train, epochs=4, batch_size=32, callbacks=[logger, _Interrupts()], progress=False
+        )
+    assert logger.run_id != failed
+    assert client.get_run(logger.run_id).info.status == "KILLED"
+    assert client.get_run(failed).info.status == "FAILED"

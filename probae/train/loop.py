@@ -16,6 +16,7 @@ import torch
 
 from .. import _threads, distributed
 from .._common import as_pair
+from .compiled import check_compile, compiled
 from .epoch import _run_epoch
 from .history import History
 from .hooks import _call, _failed
@@ -57,6 +58,7 @@ def fit(
     check_data: bool = True,
     reduction: str | None = None,
     threads: int | None = None,
+    compile: bool | str | dict = False,
 ) -> History:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -162,14 +164,28 @@ def fit(
         PyTorch's default of one per core, and leaves PyTorch's setting otherwise (see
         :mod:`probae._threads`); an integer sets the count. The caller's setting is
         restored afterwards.
+    :param compile: run the pair's networks (the submodules with a forward pass and
+        trainable parameters: encoder, decoder, ...) through :func:`torch.compile` for
+        this fit: ``True`` (Inductor), a backend name, or a dict of ``torch.compile``
+        options (``backend``, ``mode``, ``dynamic``, ``options``). Pyro's trace stays
+        eager. Each network is compiled whole (``fullgraph=True``); a network that breaks
+        into pieces, recompiles past torch's limit, or gives a first-batch loss other
+        than the eager one is refused with a :class:`~probae.train.compiled.CompileError`
+        before any step, never run eagerly in silence. The module is eager again after
+        the fit, its ``state_dict`` keys unchanged. It may change on resume.
+        See :mod:`probae.train.compiled`.
     :returns: the :class:`History` of the whole run.
     """
     options = dict(locals())
-    del options["threads"]
+    del options["threads"], options["compile"]
     module = model if isinstance(model, torch.nn.Module) else as_pair(model).module
     rows = math.prod(v for v in (batch_size, num_particles) if isinstance(v, int) and v > 0)
-    with pyro.validation_enabled(validate), _threads.for_call(threads, module, rows):
-        return _fit(**options)
+    with (
+        pyro.validation_enabled(validate),
+        _threads.for_call(threads, module, rows),
+        compiled(module, check_compile(compile)) as nets,
+    ):
+        return _fit(**options, compiled=nets)
 
 
 def _fit(**options) -> History:

@@ -17,6 +17,7 @@ from .. import distributed, importance, objectives, schedules
 from .._pyro_optim import PyroOptimizer, is_pyro_optimizer
 from ..checks import check_parameters
 from ..terms import LossTerms
+from .compiled import explained
 from .history import History
 from .hooks import _hooked
 from .options import _checked
@@ -141,6 +142,7 @@ class _Plan:
     state: object = None
     callbacks: list = field(default_factory=list)
     step: object = None
+    compiled: object = None
 
 
 def _build_objective(plan) -> None:
@@ -166,19 +168,26 @@ def _build_objective(plan) -> None:
     # the probes leave the random stream where it was: the first step draws what an
     # SVI.step on the first batch would draw. Batches of each kind are probed (an
     # unlabelled batch reaches the classifier that a labelled one does not).
-    probe_loss = 0.0
+    losses = []
     for first in (probe, *others):
         with poutine.trace(param_only=True) as capture, autocast(), importance.preserve_rng(first):
-            loss_now = objective.differentiable_loss(
-                pair.model, pair.guide, *first, **_kwargs(first)
-            )
-        probe_loss = probe_loss + loss_now
+            losses.append(_probe_loss(plan, first))
         params.add_from_trace(capture.trace)
+    probe_loss = sum(losses)
+    if plan.compiled is not None:  # the compiled networks' loss is the eager one's
+        with plan.compiled.eager(), autocast(), importance.preserve_rng(probe):
+            plan.compiled.compare(_probe_loss(plan, probe).detach(), losses[0].detach())
     if not params.params:
         raise ValueError("the model and guide have no parameters to train")
     grads = check_parameters(probe_loss, params.params, params.store_names, plan.module)
     plan.optim = _optimizer(o.optimizer, params.params, o.lr, o.lr_schedule)
     plan.loss_of = _loss_function(plan, any(g is None for g in grads))
+
+
+def _probe_loss(plan, args):
+    """The objective's loss on a probe batch."""
+    objective, pair = plan.objective, plan.pair
+    return objective.differentiable_loss(pair.model, pair.guide, *args, **_kwargs(args))
 
 
 def _loss_function(plan, unused: bool):
@@ -191,7 +200,14 @@ def _loss_function(plan, unused: bool):
     def loss_of(*args, **kwargs):
         return objective.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
 
-    return loss_of
+    if plan.compiled is None:
+        return loss_of
+
+    def compiled_loss_of(*args, **kwargs):
+        with explained(plan.compiled):  # a recompilation that fails is said in words
+            return loss_of(*args, **kwargs)
+
+    return compiled_loss_of
 
 
 def _plan(options: dict) -> _Plan:
@@ -212,8 +228,10 @@ def _plan(options: dict) -> _Plan:
         val=_validation_source(o),
         steps_per_epoch=_steps_per_epoch(train, o.batch_size),
         target_beta=getattr(o.module, "beta", None),
+        compiled=o.compiled,
     )
-    _build_objective(plan)
+    with explained(plan.compiled):  # the first calls compile: their errors in words
+        _build_objective(plan)
     start_epoch, step, history = _open_checkpoint_dir(plan)
     module, params = plan.module, plan.params
     plan.state = _callbacks.TrainingState(

@@ -39,10 +39,10 @@ import pyro
 import torch
 
 import probae
-from probae import VAE, data, evaluate
+from probae import data, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import X_DIM, Z_DIM, iwae_nets  # noqa: E402
+from peers import iwae_vae  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {1: 86.76, 5: 85.54}  # test NLL, one stochastic layer, Burda et al. Table 1
@@ -74,6 +74,28 @@ def _save(state, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def start(args, state_path: Path):
+    """The paper's VAE (``--k 1``) or IWAE (``--k 5``) with its Adam, continued from
+    ``state_path`` when a run of the same k is there: ``(vae, adam, epoch, curve)``."""
+    vae = iwae_vae(seed=args.seed)
+    adam = torch.optim.Adam(
+        vae.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-4, fused=True
+    )  # the paper's Adam; the fused kernel as in fit's default
+    epoch, curve = 0, []
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        if state["k"] != args.k:
+            raise SystemExit(f"{args.out} holds a k={state['k']} run, not k={args.k}")
+        vae.load_state_dict(state["model"])
+        adam.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        epoch, curve = state["epoch"], state["curve"]
+        print(f"resuming {args.out} at epoch {epoch}")
+    else:
+        pyro.set_rng_seed(args.seed)
+    return vae, adam, epoch, curve
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, choices=(1, 5), default=5, help="1: VAE, 5: IWAE")
@@ -96,23 +118,7 @@ def main(argv=None):
 
     train = data.load("mnist", "train", root=args.root).x[: args.train_size]
     test = data.binarize(data.load("mnist", "test", root=args.root).x[: args.eval_points], seed=0)
-    encoder, decoder = iwae_nets(args.seed)
-    vae = VAE((X_DIM,), Z_DIM, encoder=encoder, decoder=decoder)
-    adam = torch.optim.Adam(
-        vae.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-4, fused=True
-    )  # the paper's Adam; the fused kernel as in fit's default
-    epoch, curve = 0, []
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        if state["k"] != args.k:
-            raise SystemExit(f"{args.out} holds a k={state['k']} run, not k={args.k}")
-        vae.load_state_dict(state["model"])
-        adam.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        epoch, curve = state["epoch"], state["curve"]
-        print(f"resuming {args.out} at epoch {epoch}")
-    else:
-        pyro.set_rng_seed(args.seed)
+    vae, adam, epoch, curve = start(args, state_path)
 
     loss = "elbo" if args.k == 1 else "iwae"
     paper = PAPER[args.k]

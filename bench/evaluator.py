@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import iwae_nets, shared_nll  # noqa: E402
+from peers import iwae_vae, shared_nll  # noqa: E402
 
-from probae import VAE, data, evaluate  # noqa: E402
+from probae import data, evaluate  # noqa: E402
 
 BATCHES = (1, 2, 5, 10, 25, 100)
 CHUNKS = (100, 500, 1000)
@@ -60,9 +60,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)  # untrained weights: k-hat warnings
     x = data.load("mnist", split="test", root=args.root).x[: args.images]
-    encoder, decoder = iwae_nets(0)
+    vae = iwae_vae().to(args.device)
+    encoder, decoder = vae.encoder, vae.decoder
     x = data.binarize(x, seed=1).to(args.device)
-    vae = VAE((784,), 50, encoder=encoder, decoder=decoder).to(args.device)
     k, n = args.num_samples, x.shape[0]
 
     print(

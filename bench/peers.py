@@ -61,6 +61,15 @@ def iwae_nets(seed: int = 0):
     return encoder, decoder
 
 
+def iwae_vae(encoder=None, decoder=None, seed: int = 0) -> VAE:
+    """probae's VAE on the IWAE paper's net: the nets given, or those :func:`iwae_nets`
+    draws from ``seed``. Trained with ``loss="elbo"`` it is the paper's VAE (k = 1), with
+    ``loss="iwae"`` its IWAE."""
+    if encoder is None and decoder is None:
+        encoder, decoder = iwae_nets(seed)
+    return VAE((X_DIM,), Z_DIM, encoder=encoder, decoder=decoder)
+
+
 def log_weights(encoder, decoder, x, num_samples: int) -> torch.Tensor:
     """``log p(x, z) - log q(z|x)`` for ``num_samples`` draws per point, ``(K, N)``."""
     loc, scale = encoder(x)
@@ -168,7 +177,7 @@ def train_pyro_example(encoder, decoder, x, epochs, batch_size, lr):
 
 
 def train_probae(encoder, decoder, x, epochs, batch_size, lr, loss="elbo", compile=False):
-    vae = VAE((X_DIM,), Z_DIM, encoder=encoder, decoder=decoder)
+    vae = iwae_vae(encoder, decoder)
     clock = _EpochClock()
     began = _clock()
     probae.fit(
@@ -388,7 +397,7 @@ def nll_over_seeds(train, test, seeds, epochs, batch_size, lr, args):
 
 def evaluator_cost(encoder, decoder, test, num_samples, repeats=3):
     """ms per test image of probae's log_likelihood against the hand-written evaluator."""
-    vae = VAE((X_DIM,), Z_DIM, encoder=encoder, decoder=decoder)
+    vae = iwae_vae(encoder, decoder)
     chunk, batch = 500, 100
 
     def timed(fn):

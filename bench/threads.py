@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import iwae_nets  # noqa: E402
+from peers import iwae_vae  # noqa: E402
 
 import probae  # noqa: E402
 from probae import VAE, data  # noqa: E402
@@ -56,12 +56,7 @@ def main(argv=None):
     cases = [("digits VAE (small)", lambda: VAE((64,), 8), digits)]
     if (Path(args.root) / "MNIST" / "raw").is_dir():
         mnist = data.load("mnist", split="train", root=args.root).x[: args.mnist_images]
-
-        def iwae_net():
-            encoder, decoder = iwae_nets(0)
-            return VAE((784,), 50, encoder=encoder, decoder=decoder)
-
-        cases.append(("IWAE net on MNIST (large)", iwae_net, mnist))
+        cases.append(("IWAE net on MNIST (large)", iwae_vae, mnist))
     print(f"{cores} cores; PyTorch's default: {torch.get_num_threads()} threads; s/epoch")
     print("| network | machine | default (threads=None) | 1 thread | all cores |")
     print("|---|---|---|---|---|")

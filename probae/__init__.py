@@ -17,6 +17,7 @@ from . import (
     priors,
     samplers,
     schedules,
+    stacking,
     viz,
 )
 from ._config import register
@@ -43,11 +44,13 @@ from .models import (
     fit_latent_density,
 )
 from .models import families as _families
+from .models import stacked as _stacked
 from .saving import RUN_BUILDERS as _RUN_BUILDERS
 from .saving import load, save
 from .train import History, fit
 
 _RUN_BUILDERS[:] = [_families.build]  # probae.load rebuilds command-line runs with it
+_stacked.GREEDY_TRAINING[:] = [stacking.pretrain]  # StackedDenoisingAE.pretrain trains with it
 
 __version__ = "0.1.0"
 

@@ -176,7 +176,7 @@ def test_image_files_in_every_layout_get_the_same_pictures(tmp_path, device):
     np.save(tmp_path / "colour.npy", colour.numpy())
     both = data.from_file(tmp_path / "colour.npy", "train")
     assert both.image_shape == (3, 5, 6)
-    kept = torch.as_tensor(data._held_out_split(30, "train"), dtype=torch.long)
+    kept = torch.as_tensor(data.files._held_out_split(30, "train"), dtype=torch.long)
     assert torch.equal(both.x.reshape(-1, 3, 5, 6), colour[kept].permute(0, 3, 1, 2) / 255.0)
     run = tmp_path / "run"
     args = ["train", "--data", str(tmp_path / "nhwc.npy"), "--run-dir", str(run), "--epochs", "1"]

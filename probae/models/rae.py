@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from .. import _validate
-from .autoencoders import DeterministicAutoencoder, jacobian_squared_norm
+from .contractive import jacobian_squared_norm
+from .deterministic import DeterministicAutoencoder
 
 __all__ = ["RAE"]
 

@@ -7,7 +7,7 @@ Layer :math:`k` is a one-layer :class:`~probae.DenoisingAE` on the code
 :math:`\tilde h_{k-1} \sim C(\cdot\,|\,h_{k-1})`, and puts its point mass at
 :math:`f_k(\tilde h_{k-1}) = s(W_k \tilde h_{k-1} + b_k)`; its model scores the clean
 :math:`h_{k-1}` under :math:`p_k(h_{k-1}\,|\,g_k(z))`. The greedy phase
-(:meth:`StackedDenoisingAE.pretrain`) minimizes, for :math:`k = 1, \dots, L` in turn,
+(:meth:`StackedDenoisingAE.pretrain`, :func:`probae.stacking.pretrain`) minimizes, for :math:`k = 1, \dots, L` in turn,
 
 .. math::
 
@@ -42,7 +42,6 @@ Yoshua Bengio, Pierre-Antoine Manzagol (JMLR 11, 2010)
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,6 +53,10 @@ from .._common import prepare
 from .autoencoders import DenoisingAE
 
 __all__ = ["StackedDenoisingAE", "StackedDecoder", "StackedEncoder"]
+
+#: greedy layer-wise training, :func:`probae.stacking.pretrain`: set by ``import probae``,
+#: so that the model families import no trainer
+GREEDY_TRAINING: list = []
 
 
 class StackedEncoder(nn.Module):
@@ -243,71 +246,31 @@ class StackedDenoisingAE(DenoisingAE):
     ) -> list:
         r"""Greedy layer-wise training: layer :math:`k` is trained by :func:`probae.fit`
         as a :class:`~probae.DenoisingAE` on the clean codes of layer :math:`k-1`, the
-        layers below it frozen.
+        layers below it frozen; resumable layer by layer from ``checkpoint_dir``.
 
-        Layer :math:`k`'s training data is computed once, before its training starts
-        (:meth:`layer_input`), and held on the model's device. While layer :math:`k`
-        trains the layers below do not change and the clean code is deterministic, so
-        a code recomputed every epoch, or streamed through the lower layers batch by
-        batch, would be the same numbers at the price of :math:`k-1` extra forward
-        passes over the data per epoch; holding it costs ``N * layers[k-1]`` numbers.
-        The corruption is drawn afresh in every step by layer :math:`k`'s own guide.
+        The same as :func:`probae.stacking.pretrain` ``(self, data, ...)``, which
+        documents every option: the trainer stands above the model families, which never
+        import it.
 
-        With ``checkpoint_dir``, layer :math:`k` trains in ``checkpoint_dir/layer-k``
-        (:math:`k` from 1) and ``resume=True`` continues the greedy phase where it
-        stopped: finished layers are restored from their checkpoints, the interrupted
-        one continues its run (as :func:`probae.fit` resumes), and the layers above it
-        have not started. The result is that of the uninterrupted run.
-
-        :param data: the training data (a :class:`~probae.data.Dataset` or a tensor).
-        :param epochs_per_layer: epochs of each layer, an int or one per layer.
-        :param int batch_size: points per step.
-        :param float lr: learning rate of the default Adam optimizer.
-        :param optimizer: a callable ``params -> torch.optim.Optimizer``.
-        :param str binarize: ``binarize`` of the first layer's training (see
-            :func:`probae.fit`); the layers above train on the codes of the data as given.
-        :param validation: data scored after every epoch, passed up the stack as the
-            training data is.
-        :param checkpoint_dir: folder of the layers' checkpoint folders.
-        :param bool resume: continue a greedy phase stopped in ``checkpoint_dir``.
-        :param int seed: seeds layer :math:`k`'s training with ``seed + k - 1``.
-        :param bool progress: show progress bars.
         :returns: the :class:`probae.History` of each layer, bottom up (also kept in
             ``layer_histories``).
         """
-        # fit is the library's one training loop; imported here because the trainer sits
-        # above the models in the library's layering and never imports them.
-        from ..train import fit
-
-        epochs = _epochs_per_layer(epochs_per_layer, len(self.layers))
-        if resume and checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir=")
-        if seed is not None:
-            seed = _validate.seed("seed", seed)
-        histories = []
-        for k, stage in enumerate(self.layers):
-            inputs = self.layer_input(data, k)
-            held_out = None if validation is None else self.layer_input(validation, k)
-            histories.append(
-                fit(
-                    stage,
-                    inputs,
-                    epochs=epochs[k],
-                    batch_size=batch_size,
-                    lr=lr,
-                    optimizer=optimizer,
-                    binarize=binarize if k == 0 else None,
-                    validation=held_out,
-                    checkpoint_dir=(
-                        None if checkpoint_dir is None else Path(checkpoint_dir) / f"layer-{k + 1}"
-                    ),
-                    resume=resume,
-                    seed=None if seed is None else seed + k,
-                    progress=progress,
-                )
-            )
-        self.layer_histories = histories
-        return histories
+        if not GREEDY_TRAINING:
+            raise RuntimeError("greedy training needs probae.stacking, wired in by import probae")
+        return GREEDY_TRAINING[0](
+            self,
+            data,
+            epochs_per_layer=epochs_per_layer,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            binarize=binarize,
+            validation=validation,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            seed=seed,
+            progress=progress,
+        )
 
     def extra_repr(self):
         return f"layers={self.widths}, activation={self.activation}"
@@ -332,20 +295,3 @@ def _per_layer_corruption(corruption, count: int) -> list:
                 f"got {type(c).__name__}"
             )
     return corruptions
-
-
-def _epochs_per_layer(epochs, count: int) -> list:
-    if isinstance(epochs, (list, tuple)):
-        if len(epochs) != count:
-            raise ValueError(
-                f"epochs_per_layer must be one number or one per layer ({count}), got {len(epochs)}"
-            )
-        values = list(epochs)
-    else:
-        values = [epochs] * count
-    try:
-        return [_validate.integer("epochs_per_layer", e, minimum=1) for e in values]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"epochs_per_layer must be a positive integer or one per layer, got {epochs!r}"
-        ) from None

@@ -54,8 +54,8 @@ from pyro import poutine
 
 from .. import _validate
 from .. import likelihoods as _likelihoods
-from .autoencoders import CodeEncoder
 from .base import Autoencoder
+from .deterministic import CodeEncoder
 from .vae import VAE
 
 __all__ = ["InfoVAE", "WAE", "imq_kernel", "mmd"]
@@ -93,6 +93,19 @@ def mmd(z: torch.Tensor, z_prior: torch.Tensor, scale: float) -> torch.Tensor:
 class _MMDTerm:
     """The MMD factor shared by the two families (``self.weight``, ``self.kernel_scale``)."""
 
+    def _set_mmd_options(self, weight, kernel_scale) -> None:
+        """Checks the prior can be sampled, and sets the term's weight and kernel scale C
+        (default :math:`2 d_z`, for a unit-variance prior)."""
+        if getattr(self.prior, "improper", False):
+            raise ValueError(
+                f"{type(self).__name__} needs a prior it can sample from; a flat prior has no draws"
+            )
+        self.weight = _validate.number("weight", weight, low=0.0)
+        if kernel_scale is None:
+            self.kernel_scale = 2.0 * self.z_dim
+        else:
+            self.kernel_scale = _validate.positive("kernel_scale", kernel_scale)
+
     def _prior_draws(self, n: int, like: torch.Tensor) -> torch.Tensor:
         # Hidden from the trace: these draws are a Monte Carlo device of the penalty,
         # not latent variables of the model.
@@ -112,12 +125,6 @@ class _MMDTerm:
         pyro.factor(
             "mmd", penalty.unsqueeze(-1).expand(*penalty.shape, z.shape[-2]), has_rsample=True
         )
-
-
-def _kernel_scale(z_dim: int, kernel_scale) -> float:
-    if kernel_scale is None:
-        return 2.0 * z_dim
-    return _validate.positive("kernel_scale", kernel_scale)
 
 
 class WAE(_MMDTerm, Autoencoder):
@@ -161,10 +168,7 @@ class WAE(_MMDTerm, Autoencoder):
 
         likelihood = _likelihoods.Gaussian() if likelihood is None else likelihood
         super().__init__(x_shape, z_dim, prior, likelihood, beta=1.0)
-        if getattr(self.prior, "improper", False):
-            raise ValueError("WAE needs a prior it can sample from; a flat prior has no draws")
-        self.weight = _validate.number("weight", weight, low=0.0)
-        self.kernel_scale = _kernel_scale(self.z_dim, kernel_scale)
+        self._set_mmd_options(weight, kernel_scale)
         hidden = _validate.widths("hidden", hidden)
         self.encoder = CodeEncoder(self.x_shape, z_dim, hidden) if encoder is None else encoder
         self.decoder = (
@@ -248,10 +252,7 @@ class InfoVAE(_MMDTerm, VAE):
         decoder=None,
     ):
         super().__init__(x_shape, z_dim, prior, likelihood, beta, hidden, encoder, decoder)
-        if getattr(self.prior, "improper", False):
-            raise ValueError("InfoVAE needs a prior it can sample from; a flat prior has no draws")
-        self.weight = _validate.number("weight", weight, low=0.0)
-        self.kernel_scale = _kernel_scale(self.z_dim, kernel_scale)
+        self._set_mmd_options(weight, kernel_scale)
 
     def guide(self, x, c=None):
         """q(z|x), and in training mode the MMD of the batch's draws to the prior."""

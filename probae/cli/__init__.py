@@ -51,16 +51,19 @@ from .. import __version__, rundir
 from .. import data as _data  # noqa: F401  (kept: callers reach the data module through it)
 from ..models import families
 from ..models.families import FAMILIES as FAMILIES
-from . import demo, evaluate, sample, train
+from . import demo, evaluate, runs, sample, train
 from .demo import DEMO_MARK as DEMO_MARK
 from .demo import _check_demo_folder as _check_demo_folder
 from .runs import CONFIG_NAME as CONFIG_NAME
-from .runs import DEFAULTS, CommandError, load_run
 from .runs import HISTORY_NAME as HISTORY_NAME
 from .runs import METRICS_NAME as METRICS_NAME
+from .runs import CommandError, load_run
 from .runs import _load_data as _load_data
 
 __all__ = ["main", "build_parser", "load_run", "DEFAULTS"]
+
+#: the options every model family has, with their defaults (stored in config.json)
+DEFAULTS = runs.DEFAULTS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,7 +175,7 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_is_saved(tmp_path, capsys, m
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "fit", interrupted)
+    monkeypatch.setattr(cli.train, "fit", interrupted)
     status, _, err = _run(["train", "--run-dir", str(tmp_path / "r"), *TINY], capsys)
     assert status == 130
     _one_line(status, err, "nothing is saved", "--resume")
@@ -185,7 +185,7 @@ def test_ctrl_c_while_drawing_reports_the_training_done(tmp_path, capsys, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_pictures", interrupted)
+    monkeypatch.setattr(cli.train, "_pictures", interrupted)
     status, _, err = _run(
         ["train", "--run-dir", str(tmp_path / "r"), "--epochs", "1", *TINY], capsys
     )

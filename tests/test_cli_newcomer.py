@@ -123,9 +123,11 @@ def test_history_csv_holds_every_finished_epoch_when_a_run_stops(tmp_path, monke
             if state.epoch == 2:
                 raise KeyboardInterrupt
 
-    real = cli.fit
+    real = cli.train.fit
     monkeypatch.setattr(
-        cli, "fit", lambda *a, callbacks=(), **k: real(*a, callbacks=[*callbacks, StopAtTwo()], **k)
+        cli.train,
+        "fit",
+        lambda *a, callbacks=(), **k: real(*a, callbacks=[*callbacks, StopAtTwo()], **k),
     )
     run = tmp_path / "run"
     status = cli.main(

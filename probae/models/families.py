@@ -39,8 +39,10 @@ from .wae import WAE, InfoVAE
 __all__ = [
     "CORRUPTIONS",
     "FAMILIES",
+    "OPTIONS",
     "SHARED_OPTIONS",
     "Family",
+    "Option",
     "OptionError",
     "build",
     "complete",
@@ -420,6 +422,191 @@ FAMILIES = {
             "kernel_scale": None,
         },
         _info_vae,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a flat option of :data:`FAMILIES` means and how its value is written.
+
+    Which families take the option, and their defaults, are read from
+    :data:`FAMILIES` itself; this holds the rest.
+
+    :ivar str help: its meaning, one sentence; ``{default}`` stands for its defaults
+        as the families set them (``default: 8; 32 for ksparse-ae``).
+    :ivar type type: the type of its value: ``int``, ``float``, ``str``, ``bool`` (on
+        or off) or ``list`` (of positive widths, written ``256,256``).
+    :ivar str metavar: the name of its value in a usage line (none for a ``bool`` or
+        an option with ``choices``).
+    :ivar tuple choices: the values it takes, where they are a closed set.
+    :ivar bool empty: a ``list`` that may be empty (written ``none``).
+    :ivar str section: ``"model"`` for the options of (nearly) every family,
+        ``"family"`` for those of some families, ``"training"`` for those that shape
+        the training rather than the model.
+    """
+
+    help: str
+    type: type = str
+    metavar: str | None = None
+    choices: tuple | None = None
+    empty: bool = False
+    section: str = "family"
+
+
+def _widths(help: str, **kwargs) -> Option:
+    return Option(help, list, "W,W,...", **kwargs)
+
+
+#: the flat options of the families by name, in the order ``probae train --help``
+#: shows them; ``dataset_size`` has none, as the training data set it
+OPTIONS = {
+    "z_dim": Option("latent dimension ({default})", int, "N", section="model"),
+    "likelihood": Option(
+        f"likelihood p(x|z): {', '.join(sorted(getattr(likelihoods, '_REGISTRY', {})))} "
+        "({default})",
+        metavar="NAME",
+        section="model",
+    ),
+    "scale": Option(
+        "standard deviation (gaussian) or scale (laplace) of the likelihood, its starting "
+        "value with --learn-scale (default: 1)",
+        float,
+        "S",
+        section="model",
+    ),
+    "learn_scale": Option(
+        "learn the gaussian or laplace likelihood's scale with the networks", bool, section="model"
+    ),
+    "hidden": _widths(
+        "hidden widths of the mlp networks, comma-separated, or none for a single layer "
+        "({default})",
+        empty=True,
+        section="model",
+    ),
+    "prior": Option(f"prior p(z): {', '.join(priors.names())} ({{default}})", metavar="NAME"),
+    "posterior": Option(
+        "posterior q(z|x): diagonal, full (covariance), or a flow of K maps: planar:K, iaf:K, "
+        "spline:K ({default})",
+        metavar="NAME[:K]",
+    ),
+    "components": Option(
+        "mixture components of the gaussian-mixture prior (default: the prior's own, 10)",
+        int,
+        "K",
+    ),
+    "net": Option(
+        "encoder/decoder networks: mlp on flattened points, or conv on (C, H, W) images "
+        "({default})",
+        choices=("mlp", "conv"),
+    ),
+    "beta": Option(
+        "weight of the KL term; 1 is the VAE, other values the beta-VAE ({default})", float, "B"
+    ),
+    "corruption": Option(
+        "the corruption C(x~|x) the encoder sees: masking zeroes values, gaussian adds noise, "
+        "salt-and-pepper sets values to 0 or 1 ({default})",
+        choices=tuple(CORRUPTIONS),
+    ),
+    "noise": Option(
+        "level of --corruption: the fraction of values corrupted for masking and "
+        "salt-and-pepper (default: 0.25), the standard deviation for gaussian (default: 0.1)",
+        float,
+        "LEVEL",
+    ),
+    "layers": _widths(
+        "code widths of the stacked layers, bottom up; the last is the top code's size ({default})"
+    ),
+    "epochs_per_layer": Option(
+        "epochs of greedy layer-wise training of each layer before the --epochs of the whole "
+        "stack; 0 for none ({default})",
+        int,
+        "N",
+    ),
+    "penalty": Option(
+        "sparsity penalty: l1 on the codes (a Laplace prior), or kl between a target mean "
+        "activation --rho and each unit's mean activation over the batch ({default})",
+        choices=SparseAE.PENALTIES,
+    ),
+    "weight": Option(
+        "weight of the penalty: sparse-ae lambda of l1 (default: 0.1) or beta of kl (default: "
+        "3); contractive-ae lambda of the squared Frobenius norm of the encoder's Jacobian "
+        "(default: 0.1); rae of the decoder regularization (default: 0.001); wae (default: 10) "
+        "and info-vae (default: 100) of the MMD",
+        float,
+        "W",
+    ),
+    "rho": Option(
+        "target mean activation of the sparse-ae with --penalty kl, in (0, 1) (default: 0.05)",
+        float,
+        "R",
+    ),
+    "k": Option("code units kept, the K largest, at most --z-dim ({default})", int, "K"),
+    "alpha": Option("weight of the index-code mutual information (default: 1)", float, "A"),
+    "gamma": Option(
+        "beta-tcvae: weight of the dimension-wise KL (default: 1); factor-vae: weight of the "
+        "total-correlation penalty (default: 10)",
+        float,
+        "G",
+    ),
+    "discriminator_hidden": _widths(
+        "hidden widths of the total-correlation discriminator (default: six layers of 1000)",
+        empty=True,
+    ),
+    "kind": Option(
+        "DIP-VAE-I (covariance of the posterior means) or -II (of the aggregate posterior) "
+        "(default: ii)",
+        choices=("i", "ii"),
+    ),
+    "lambda_od": Option("weight of the off-diagonal covariance terms (default: 10)", float, "L"),
+    "lambda_d": Option(
+        "weight of the diagonal covariance terms (default: 10 --lambda-od for kind i, "
+        "--lambda-od for kind ii)",
+        float,
+        "L",
+    ),
+    "codebook_size": Option(
+        "entries of the vq-vae's codebook; --z-dim is the size of each ({default})", int, "K"
+    ),
+    "commitment": Option("weight of the commitment term ({default})", float, "B"),
+    "ema": Option(
+        "update the codebook by moving averages (--no-ema: by the codebook term's gradient) "
+        "({default})",
+        bool,
+    ),
+    "dead_code_threshold": Option(
+        "restart codebook entries whose running count per batch falls below N (0 never) "
+        "({default})",
+        float,
+        "N",
+    ),
+    "steps": Option("drawing steps, one latent each ({default})", int, "T"),
+    "read": Option("read window N x N of the attention ({default})", int, "N"),
+    "write": Option("write patch N x N of the attention ({default})", int, "N"),
+    "attention": Option(
+        "Gaussian filterbank attention (--no-attention: read and write whole images) ({default})",
+        bool,
+    ),
+    "encoder_size": Option("units of the encoder LSTM ({default})", int, "N"),
+    "decoder_size": Option("units of the decoder LSTM ({default})", int, "N"),
+    "regularization": Option(
+        "decoder regularization: l2 on its weights, gp the squared norm of its Jacobian at the "
+        "codes, spectral normalization of its layers, with --weight its weight ({default})",
+        choices=RAE.REGULARIZATIONS,
+    ),
+    "code_weight": Option("weight beta of the code penalty beta/2 ||z||^2 ({default})", float, "B"),
+    "kernel_scale": Option(
+        "scale C of the inverse multiquadric kernel C / (C + ||a - b||^2) of the MMD "
+        "(default: 2 --z-dim)",
+        float,
+        "C",
+    ),
+    "beta_warmup": Option(
+        "epochs over which beta rises linearly from 0 to --beta (KL annealing); 0 for none "
+        "({default})",
+        int,
+        "N",
+        section="training",
     ),
 }
 

@@ -48,6 +48,7 @@ ALLOWED_ON_RESUME = (
     "callbacks",
     "early_stopping",
     "threads",
+    "compile",
 )
 #: attributes of schedules that are their progress, not their settings
 _PROGRESS = frozenset({"step", "target", "scheduler", "elbo"})

@@ -1,6 +1,6 @@
 """The house rules of ARCHITECTURE.md that a machine can check: no import circle among
 probae's modules, deferred (function-level) imports counted, and the model families
-import no trainer, saver or evaluator."""
+import no trainer, saver or evaluator; no module over 700 lines, no function over 100."""
 
 import ast
 from pathlib import Path
@@ -113,3 +113,34 @@ def test_the_families_import_no_trainer_saver_or_evaluator():
             assert not {"probae.train", "probae.stacking"} & _reaches(graph, name), name
     # the data readers stand below everything that trains or measures
     assert not {"probae.train", "probae.evaluate"} & _reaches(graph, "probae.data")
+
+
+def _body_lines(node) -> int:
+    """Lines of a function from its first statement after the docstring to its last."""
+    body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+    return body[-1].end_lineno - body[0].lineno + 1 if body else 0
+
+
+def _oversized(modules: dict, max_module: int, max_function: int) -> list:
+    found = []
+    for name, path in sorted(modules.items()):
+        text = path.read_text()
+        if len(text.splitlines()) > max_module:
+            found.append(f"module {name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if _body_lines(node) > max_function:
+                    found.append(f"function {name}.{node.name}: {_body_lines(node)} lines")
+    return found
+
+
+def test_no_module_over_700_lines_and_no_function_over_100():
+    assert _oversized(_modules(), 700, 100) == []
+
+
+def test_the_size_check_finds_what_is_over(tmp_path):
+    long_body = "\n".join(f"    x{i} = {i}" for i in range(101))
+    path = tmp_path / "big.py"
+    path.write_text(f'def f():\n    """doc\n    more"""\n{long_body}\n')
+    assert _oversized({"big": path}, 700, 100) == ["function big.f: 101 lines"]
+    assert _oversized({"big": path}, 50, 101) == ["module big: 104 lines"]

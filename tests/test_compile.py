@@ -161,3 +161,11 @@ def test_a_pair_without_networks_is_refused():
 
     with pytest.raises(_compile.CompileError, match="found no network to compile"):
         probae.fit(Shift(), torch.randn(16), epochs=1, batch_size=8, compile=True)
+
+
+def test_a_process_that_fits_many_architectures_keeps_compiling():
+    # torch holds 8 versions of a code object by default; the ninth network is not refused
+    x = torch.rand(40, 12).bernoulli()
+    for width in range(4, 4 + 2 * 10, 2):
+        vae = VAE((12,), 3, hidden=(width,))
+        probae.fit(vae, x, epochs=1, batch_size=20, progress=False, compile="aot_eager", threads=1)

@@ -25,6 +25,12 @@ __all__ = ["CompileError", "Compiled", "check_compile", "compiled", "explained",
 RTOL = 1e-4
 
 
+#: versions of a network's code torch may hold within a compiled fit (torch's default is
+#: 8 per process, which a notebook that fits its ninth architecture would reach); past
+#: it the fit is refused, not run eagerly
+RECOMPILE_LIMIT = 64
+
+
 class CompileError(ValueError):
     """A network of the pair does not compile into one exact graph."""
 
@@ -184,7 +190,8 @@ def compiled(module, options: dict | None):
 
     held, before = Compiled(nets), [net._compiled_call_impl for _, net in nets]
     try:
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=limit):
             for _, net in nets:
                 net.compile(fullgraph=True, **options)
             held._impls = [net._compiled_call_impl for _, net in nets]

@@ -122,8 +122,8 @@ def fit(
         ``capacity``), ``lr_schedule``, ``clip_grad_norm``, ``precision`` and the
         optimizer's class must be the run's (an error names the one that differs);
         ``epochs`` (no fewer than those done), ``lr``, ``validation``, ``progress``,
-        ``validate``, ``check_data``, ``num_workers``, ``in_memory``, ``callbacks`` and
-        ``early_stopping`` may change.
+        ``validate``, ``check_data``, ``num_workers``, ``in_memory``, ``callbacks``,
+        ``early_stopping``, ``threads`` and ``compile`` may change.
     :param int seed: seeds PyTorch, NumPy and Python at the start.
     :param bool progress: show progress (True or None): a bar in a terminal or a
         notebook, elsewhere (a log file, CI) a plain line per epoch, and every 10 s

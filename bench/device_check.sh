@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with a GPU, when one is lent for a few minutes: the suite on
-# CUDA tensors, the IWAE evaluator's timing on the device, and fit's seconds per epoch
-# there, written to a small report. Under 8 minutes on one GPU.
+# CUDA tensors, the IWAE evaluator's timing on the device, fit's seconds per epoch there,
+# and the compiled step against the eager one and a hand-written loop, written to a small
+# report. Under 8 minutes on one GPU.
 #
 #   bash bench/device_check.sh [REPORT_DIR]        # default: device-report/
 #
@@ -40,17 +41,17 @@ fi
 section() { printf '\n## %s\n\n```\n' "$1" >>"$report"; }
 close() { printf '```\n' >>"$report"; }
 
-section "test suite, PROBAE_DEVICE=cuda (at most 300 s)"
-PROBAE_DEVICE=cuda timeout 300 "$python" -m pytest -q -x -p no:randomly 2>&1 | tail -n 3 >>"$report"
+section "test suite, PROBAE_DEVICE=cuda (at most 240 s)"
+PROBAE_DEVICE=cuda timeout 240 "$python" -m pytest -q -x -p no:randomly 2>&1 | tail -n 3 >>"$report"
 close
 
-section "IWAE k=1000 evaluator on the device (at most 120 s)"
-timeout 120 "$python" bench/evaluator.py --device cuda --images 200 --repeats 2 2>&1 |
+section "IWAE k=1000 evaluator on the device (at most 90 s)"
+timeout 90 "$python" bench/evaluator.py --device cuda --images 200 --repeats 2 2>&1 |
     tail -n 16 >>"$report"
 close
 
-section "fit on the device: IWAE net, 5000 MNIST images, batch 100 (at most 90 s)"
-timeout 90 "$python" - >>"$report" 2>&1 <<'PY'
+section "fit on the device: IWAE net, 5000 MNIST images, batch 100 (at most 40 s)"
+timeout 40 "$python" - >>"$report" 2>&1 <<'PY'
 import sys, time
 from pathlib import Path
 sys.path.insert(0, "bench")
@@ -68,5 +69,10 @@ for epochs in (1, 3):
     torch.cuda.synchronize()
     print(f"{epochs} epoch(s): {(time.perf_counter() - began) / epochs:.3f} s/epoch")
 PY
+close
+
+section "compiled step on the device: IWAE net, 10000 MNIST images (at most 100 s)"
+timeout 100 "$python" bench/compiled_step.py --device cuda --train-size 10000 --epochs 4 2>&1 |
+    grep -v '^W[0-9]' | tail -n 8 >>"$report"
 close
 cat "$report"

@@ -47,7 +47,7 @@ from pyro import poutine
 from torch import nn
 
 from . import _validate
-from ._common import positive_int, prepare
+from ._common import device_of, positive_int, prepare
 
 __all__ = ["CodeSampler", "Flow", "GaussianMixture", "TwoStage", "encode_all"]
 
@@ -113,9 +113,18 @@ class CodeSampler(nn.Module):
         :param model: a trained probae model.
         :param data: a :class:`~probae.data.Dataset` or tensor, usually the training data.
         :param int batch_size: points encoded at once.
-        :param str codes: ``"mean"`` or ``"posterior"`` draws (see :func:`encode_all`).
+        :param str codes: ``"mean"`` or ``"posterior"`` draws (see :func:`encode_all`); the
+            draws are made from the sampler's ``seed`` where it has one, leaving the global
+            random state untouched, so a fit is the same every time.
         """
-        return self.fit_codes(encode_all(model, data, batch_size, codes))
+        seed = getattr(self, "seed", None) if codes == "posterior" else None
+        if seed is None:
+            return self.fit_codes(encode_all(model, data, batch_size, codes))
+        device = device_of(model) if isinstance(model, nn.Module) else torch.device("cpu")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            drawn = encode_all(model, data, batch_size, codes)
+        return self.fit_codes(drawn)
 
     def fit_codes(self, codes: torch.Tensor):
         """Fits the density to the rows of ``codes``, shape ``(N, D)``; returns ``self``."""

@@ -146,6 +146,23 @@ def test_posterior_codes_are_draws_of_q_around_the_means(digits, device):
         samplers.encode_all(ae, digits, codes="sample")
 
 
+def test_a_sampler_fitted_to_posterior_draws_is_the_same_every_time(digits, device):
+    vae = probae.VAE((64,), 3).to(device)
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    first = samplers.GaussianMixture(2, seed=5).fit(vae, digits, codes="posterior")
+    assert torch.equal(torch.get_rng_state(), before)  # the global stream is untouched
+    torch.manual_seed(12)  # another global state: the same fit
+    again = samplers.GaussianMixture(2, seed=5).fit(vae, digits, codes="posterior")
+    other = samplers.GaussianMixture(2, seed=6).fit(vae, digits, codes="posterior")
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True)
+    )
+
+
 def test_the_two_stage_sampler_decodes_a_second_vae_fitted_to_the_codes(tmp_path):
     generator = torch.Generator().manual_seed(4)
     mixing = torch.tensor([[1.0, 0.5], [0.0, 0.3]])

@@ -35,7 +35,8 @@ import torch
 from pyro.distributions import Unit
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
-from torch.distributions import kl_divergence
+
+from ._factorized import closed_form_kl
 
 __all__ = [
     "Schedule",
@@ -326,13 +327,13 @@ class Capacity(Schedule):
                         n = _plate_size(site)
                     continue
                 guide_site = guide_trace.nodes[name]
-                try:
-                    site_kl = kl_divergence(guide_site["fn"], site["fn"])
+                site_kl = closed_form_kl(guide_site["fn"], site["fn"])
+                if site_kl is None:
+                    site_kl = guide_site["log_prob_sum"] - site["log_prob_sum"]
+                else:
                     site_kl = scale_and_mask(
                         site_kl, scale=guide_site["scale"], mask=guide_site["mask"]
                     ).sum()
-                except NotImplementedError:
-                    site_kl = guide_site["log_prob_sum"] - site["log_prob_sum"]
                 kl = kl + site_kl
             for name, site in guide_trace.nodes.items():
                 if site["type"] == "sample" and name not in model_trace.nodes:

@@ -8,11 +8,11 @@ All of them are importable from :mod:`probae.evaluate`.
 
 from __future__ import annotations
 
-import pyro.distributions as dist
 import torch
 
 from .. import importance
 from .._common import positive_int, prepare
+from .._factorized import unmasked
 from ._util import _eval_mode, _per_batch, _setup
 
 __all__ = ["cluster", "clustering_accuracy", "linear_probe"]
@@ -65,9 +65,7 @@ def cluster(model, data, num_samples: int = 100, c=None, batch_size: int = 100) 
 def _log_responsibilities(model_trace) -> torch.Tensor:
     """log p(k|z) at the model's site "z", shape ``(S, B, K)``."""
     site = model_trace.nodes.get("z")
-    fn = site["fn"] if site is not None else None
-    while isinstance(fn, dist.MaskedDistribution):
-        fn = fn.base_dist
+    fn = unmasked(site["fn"]) if site is not None else None
     if not isinstance(fn, torch.distributions.MixtureSameFamily):
         raise TypeError(
             "cluster needs a mixture prior: a priors.GaussianMixture (either form), or a model "

@@ -16,8 +16,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import check_fully_reparametrized, is_identically_zero, is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
 
+from .._factorized import closed_form_kl
 from ..terms import KL_KEY
 
 __all__ = ["MeanFieldELBO", "ReparamELBO"]
@@ -105,9 +105,8 @@ class MeanFieldELBO(_LossOnDevice, TraceMeanField_ELBO):
             guide_site = guide_trace.nodes[name]
             if is_validation_enabled():
                 check_fully_reparametrized(guide_site)
-            try:
-                kl = kl_divergence(guide_site["fn"], model_site["fn"])
-            except NotImplementedError:
+            kl = closed_form_kl(guide_site["fn"], model_site["fn"])
+            if kl is None:
                 entropy_term = guide_site["score_parts"].entropy_term
                 elbo = elbo + model_site["log_prob_sum"] - entropy_term.sum()
                 continue

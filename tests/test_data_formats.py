@@ -97,6 +97,17 @@ def test_image_folder_labels_by_class_folder(tmp_path):
     assert label == (0 if "cat" in files.paths[0] else 1)
 
 
+def test_an_image_folder_of_mixed_sizes_is_refused_naming_the_file(tmp_path):
+    rng = np.random.RandomState(4)
+    (tmp_path / "a").mkdir()
+    for i in range(10):  # heights 8 and 9 in turn: any nine of them hold both
+        _write_image(tmp_path / "a" / f"{i}.png", rng.randint(0, 256, (8 + i % 2, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\d\.png' .* is 3x[89]x8 .* where the first is 3x[89]x8"):
+        data.load(str(tmp_path), "train")
+    resized = data.image_folder(tmp_path, "train", size=6)  # one size: read as one set
+    assert {resized[i][0].shape for i in range(len(resized))} == {(3, 6, 6)}
+
+
 def test_npy_and_pt_files(tmp_path):
     x = np.random.RandomState(4).randint(0, 256, size=(20, 1, 4, 4)).astype(np.uint8)
     np.save(tmp_path / "images.npy", x)

@@ -186,7 +186,7 @@ TARGETS = {
     "MaskingNoise": (corruption.MaskingNoise, dict(), dict(p=unit_closed, fixed=flag)),
     "SaltAndPepper": (corruption.SaltAndPepper, dict(), dict(p=unit_closed, fixed=flag)),
     "elbo": (lambda **k: evaluate.elbo(_vae(), X4, **k), dict(), dict(num_particles=lambda v: pos_int(v, 10**6), batch_size=pos_int)),
-    "log_likelihood": (lambda **k: evaluate.log_likelihood(_vae(), X4, psis=False, **k), dict(num_samples=4), dict(num_samples=lambda v: pos_int(v, 10**6), chunk_size=pos_int, batch_size=pos_int)),
+    "log_likelihood": (lambda **k: evaluate.log_likelihood(_vae(), X4, psis=False, **k), dict(num_samples=4), dict(num_samples=lambda v: pos_int(v, 10**6), chunk_size=lambda v: v is None or pos_int(v), batch_size=lambda v: v is None or pos_int(v))),
     "reconstruction_error": (lambda **k: evaluate.reconstruction_error(_vae(), X4, **k), dict(), dict(batch_size=pos_int)),
     "active_units": (lambda **k: evaluate.active_units(_vae(), X4, **k), dict(num_samples=3), dict(num_samples=lambda v: pos_int(v, 10**6), batch_size=pos_int)),
     "sample_grid": (lambda **k: viz.sample_grid(_vae(), path=_png(), image_shape=(1, 2, 2), **k), dict(n=4), dict(n=lambda v: pos_int(v, 10_000), nrow=lambda v: v is None or pos_int(v, 10_000))),

@@ -75,6 +75,14 @@ class ImageFiles(torch.utils.data.Dataset):
                 f"image file {str(path)!r} of data set {self.name!r} cannot be read: {error}"
             ) from None
         x = pixels.permute(2, 0, 1).float().div_(255.0)
+        expected = getattr(self, "image_shape", None)
+        if expected is not None and tuple(x.shape) != expected:
+            raise ValueError(
+                f"image file {str(path)!r} of data set {self.name!r} is "
+                f"{'x'.join(map(str, x.shape))} (channels x height x width) where the first "
+                f"is {'x'.join(map(str, expected))}: the images of a data set must share one "
+                "size (give size= to resize them, or resize the files)"
+            )
         return x, 0 if self.labels is None else int(self.labels[index])
 
     def _pixels(self, image):

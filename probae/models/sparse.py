@@ -95,8 +95,7 @@ class SparseAE(DeterministicAutoencoder):
                     f"got activation={activation!r}"
                 )
             activation = "sigmoid"
-            if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1:
-                raise ValueError(f"rho must be a number in (0, 1), got {rho!r}")
+            rho = _validate.number("rho", rho, 0, 1, low_open=True, high_open=True)
             prior = None
         super().__init__(x_shape, z_dim, prior, likelihood, hidden, activation, encoder, decoder)
         self.penalty = penalty

@@ -35,7 +35,7 @@ class _Points(torch.utils.data.Dataset):
         return self.x[index]
 
 
-def _worker(rank, world, port, out, streamed=False):
+def _worker(rank, world, port, out, streamed=False, compile=False):
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -49,6 +49,8 @@ def _worker(rank, world, port, out, streamed=False):
         ae = _model().to(device)
         train = _Points(_digits().x) if streamed else _digits()
         kwargs = dict(in_memory=False) if streamed else {}
+        if compile:
+            kwargs["compile"] = compile
         history = probae.fit(ae, train, epochs=3, batch_size=8, lr=1e-2, seed=1, **kwargs)
         if streamed:  # the points this rank read in epoch 1 (after the first-batch probe)
             torch.save(train.read[8 : 8 + 32], f"{out}.read{rank}")
@@ -66,11 +68,28 @@ def _free_port():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed absent")
-@pytest.mark.parametrize("streamed", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_two_ranks_equal_one_process_with_the_union_of_their_batches(tmp_path, streamed):
+@pytest.mark.parametrize(
+    "streamed, compile",
+    [
+        (False, False),
+        pytest.param(True, False, marks=pytest.mark.slow),
+        pytest.param(
+            False,
+            "aot_eager",  # networks compiled inside DistributedDataParallel
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(
+                    os.environ.get("FAKECUDA") == "1",
+                    reason="torch.compile does not trace the CUDA emulator",
+                ),
+            ],
+        ),
+    ],
+)
+def test_two_ranks_equal_one_process_with_the_union_of_their_batches(tmp_path, streamed, compile):
     out = tmp_path / "rank0.pt"
     mp.start_processes(
-        _worker, args=(2, _free_port(), out, streamed), nprocs=2, start_method="spawn"
+        _worker, args=(2, _free_port(), out, streamed, compile), nprocs=2, start_method="spawn"
     )
     result = torch.load(out, weights_only=True, map_location="cpu")
 

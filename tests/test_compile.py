@@ -169,3 +169,19 @@ def test_a_process_that_fits_many_architectures_keeps_compiling():
     for width in range(4, 4 + 2 * 10, 2):
         vae = VAE((12,), 3, hidden=(width,))
         probae.fit(vae, x, epochs=1, batch_size=20, progress=False, compile="aot_eager", threads=1)
+
+
+@pytest.mark.slow
+def test_the_command_line_trains_compiled_networks_to_the_eager_numbers(tmp_path, capsys):
+    import csv
+
+    from probae import cli
+
+    tiny = ["--z-dim", "2", "--hidden", "16", "--epochs", "2", "--no-progress", "--seed", "3"]
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        assert cli.main(["train", "--run-dir", str(tmp_path / name), *tiny, *extra]) == 0
+    losses = {}
+    for name in ("eager", "compiled"):
+        with open(tmp_path / name / "history.csv") as f:
+            losses[name] = [float(row["train_loss"]) for row in csv.DictReader(f)]
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5)

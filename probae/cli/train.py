@@ -76,6 +76,12 @@ def add_parser(commands) -> None:
         help="also log every epoch to TensorBoard, in RUN_DIR/tensorboard "
         "(needs the tensorboard package)",
     )
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the networks through torch.compile while training (each as one whole "
+        "graph; refused if it breaks or changes the numbers); pays on a GPU, not on a CPU",
+    )
     _add_model_options(train)
     _add_training_options(train, TRAIN_EPOCHS)
     _add_device(train)
@@ -148,7 +154,7 @@ def _build(config: dict, train, run_dir: Path, device):
     return model
 
 
-def _fit(model, config: dict, train, run_dir: Path, resume: bool, progress, tensorboard):
+def _fit(model, config: dict, train, run_dir: Path, resume: bool, progress, tensorboard, compile):
     """Fits ``model`` (after the greedy layer-wise phase of a stack); its history."""
     if config.get("epochs_per_layer") and not resume:
         # greedy layer-wise training first, in run_dir/pretrain/layer-K; a run stopped
@@ -186,15 +192,18 @@ def _fit(model, config: dict, train, run_dir: Path, resume: bool, progress, tens
         validation=_load_data(config, "test"),
         callbacks=[CSVLogger(run_dir / HISTORY_NAME)]
         + ([TensorBoard(run_dir / "tensorboard")] if tensorboard else []),
+        compile=compile,
     )
 
 
-def _train(config: dict, run_dir: Path, resume: bool, device, progress, tensorboard=False) -> tuple:
+def _train(
+    config: dict, run_dir: Path, resume: bool, device, progress, tensorboard=False, compile=False
+) -> tuple:
     train = _load_data(config, "train")
     model = _build(config, train, run_dir, device)
     began = time.perf_counter()
     try:
-        history = _fit(model, config, train, run_dir, resume, progress, tensorboard)
+        history = _fit(model, config, train, run_dir, resume, progress, tensorboard, compile)
     except KeyboardInterrupt:
         if (run_dir / CHECKPOINT_NAME).is_file():
             saved = "the last finished epoch is saved"
@@ -273,7 +282,13 @@ def cmd_train(args) -> int:
                 "process wrote a checkpoint there); run the command again"
             )
         model, history, seconds, pictures = _train(
-            config, run_dir, has_run, device, args.progress, tensorboard=args.tensorboard
+            config,
+            run_dir,
+            has_run,
+            device,
+            args.progress,
+            tensorboard=args.tensorboard,
+            compile=args.compile,
         )
     last = history.train_loss[-1] if len(history) else float("nan")
     print(

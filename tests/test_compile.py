@@ -13,9 +13,8 @@ from probae import VAE, likelihoods, nets, priors
 from probae.train import compiled as _compile
 
 # the emulated CUDA device is a tensor subclass that TorchDynamo does not trace
-pytestmark = pytest.mark.skipif(
-    os.environ.get("FAKECUDA") == "1", reason="torch.compile does not trace the CUDA emulator"
-)
+EMULATED = os.environ.get("FAKECUDA") == "1"
+traced = pytest.mark.skipif(EMULATED, reason="torch.compile does not trace the emulator")
 
 
 def _vae(device, seed=0):
@@ -34,6 +33,7 @@ def _fit(vae, x, **options):
     return probae.fit(vae, x, epochs=2, batch_size=32, seed=3, progress=False, threads=1, **options)
 
 
+@traced
 def test_the_compiled_step_gives_the_eager_losses_and_parameters(device):
     x = _data(device)
     eager, compiled = _vae(device), _vae(device)
@@ -51,6 +51,7 @@ def test_the_compiled_step_gives_the_eager_losses_and_parameters(device):
     assert all(net._compiled_call_impl is None for _, net in _compile.networks(compiled))
 
 
+@traced
 @pytest.mark.slow
 def test_inductor_agrees_with_the_eager_step_to_rounding(device):
     x = _data(device)
@@ -61,6 +62,14 @@ def test_inductor_agrees_with_the_eager_step_to_rounding(device):
     )
     for a, b in zip(eager.parameters(), compiled.parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not EMULATED, reason="a device TorchDynamo cannot trace: the CUDA emulator")
+def test_a_device_torch_compile_cannot_trace_is_refused_in_words(device):
+    vae = _vae(device)
+    with pytest.raises(_compile.CompileError, match="found no compiled frames"):
+        _fit(vae, _data(device), compile="aot_eager")
+    assert vae.encoder._compiled_call_impl is None
 
 
 def test_the_networks_compiled_are_the_encoder_and_the_decoder():
@@ -98,6 +107,7 @@ def _off_by_a_little(graph, example_inputs):
     return run
 
 
+@traced
 def test_a_network_compiled_to_other_numbers_is_refused_before_any_step(device):
     vae = _vae(device)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
@@ -108,6 +118,7 @@ def test_a_network_compiled_to_other_numbers_is_refused_before_any_step(device):
     assert vae.encoder._compiled_call_impl is None
 
 
+@traced
 @pytest.mark.slow
 def test_dropout_compiled_by_inductor_is_refused(device):
     # Inductor draws dropout's mask from its own generator: not the eager draws
@@ -116,6 +127,7 @@ def test_dropout_compiled_by_inductor_is_refused(device):
         _fit(vae, _data(device), compile=True)
 
 
+@traced
 def test_a_network_that_breaks_the_graph_is_refused(device):
     vae = VAE((12,), 3, decoder=_BreakingDecoder(3, (12,), hidden=(16,))).to(device)
     with pytest.raises(_compile.CompileError, match=r"\['encoder', 'decoder'\] do not compile"):
@@ -163,6 +175,7 @@ def test_a_pair_without_networks_is_refused():
         probae.fit(Shift(), torch.randn(16), epochs=1, batch_size=8, compile=True)
 
 
+@traced
 def test_a_process_that_fits_many_architectures_keeps_compiling():
     # torch holds 8 versions of a code object by default; the ninth network is not refused
     x = torch.rand(40, 12).bernoulli()
@@ -171,6 +184,7 @@ def test_a_process_that_fits_many_architectures_keeps_compiling():
         probae.fit(vae, x, epochs=1, batch_size=20, progress=False, compile="aot_eager", threads=1)
 
 
+@traced
 @pytest.mark.slow
 def test_the_command_line_trains_compiled_networks_to_the_eager_numbers(tmp_path, capsys):
     import csv

@@ -148,12 +148,15 @@ class Compiled:
 
 def _compiler_error(error):
     """The error torch.compile raised in ``error``'s chain (Pyro's trace raises its
-    own error from it), or None."""
+    own error from it), or None. With ``fullgraph=True`` torch refuses, rather than runs
+    eagerly, a call it traced nothing of (a tensor type TorchDynamo does not trace)."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
             return error
+        if isinstance(error, RuntimeError) and str(error).startswith("torch.compile"):
+            return error  # torch's own refusal, such as "found no compiled frames"
         error = error.__cause__ or error.__context__
     return None
 

@@ -57,6 +57,7 @@ class ImageFiles(torch.utils.data.Dataset):
             )
         if not self.paths:
             raise FileNotFoundError(f"no image files for data set {name!r}")
+        self.image_shape = None  # the first image's, which every other must match
         first = self[0][0]
         self.image_shape = tuple(first.shape)
 
@@ -75,7 +76,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 f"image file {str(path)!r} of data set {self.name!r} cannot be read: {error}"
             ) from None
         x = pixels.permute(2, 0, 1).float().div_(255.0)
-        expected = getattr(self, "image_shape", None)
+        expected = self.image_shape
         if expected is not None and tuple(x.shape) != expected:
             raise ValueError(
                 f"image file {str(path)!r} of data set {self.name!r} is "

@@ -109,6 +109,11 @@ class Autoencoder(nn.Module, Configurable):
             return c.shape[0]
         return 1
 
+    def _no_condition(self, c) -> None:
+        """Refuses a condition: for the families that take none."""
+        if c is not None:
+            raise ValueError(f"{type(self).__name__} is not a conditional model; it was given c=")
+
     # -- the Pyro program --------------------------------------------------------------
     def model(self, x=None, c=None):
         r"""The generative model :math:`p(z)\,p(x|z)`; with ``x=None`` it generates."""

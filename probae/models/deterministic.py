@@ -229,10 +229,6 @@ class DeterministicAutoencoder(Autoencoder):
             ).to(self.device)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def _no_condition(self, c) -> None:
-        if c is not None:
-            raise ValueError(f"{type(self).__name__} is not a conditional model; it was given c=")
-
 
 @torch.no_grad()
 def fit_latent_density(

@@ -273,10 +273,6 @@ class DRAW(Autoencoder):
         loc, raw = self.posterior_net(h_enc).chunk(2, -1)
         return dist.Normal(loc, nn.functional.softplus(raw) + 1e-4).to_event(1)
 
-    def _no_condition(self, c):
-        if c is not None:
-            raise ValueError("DRAW is not a conditional model; it was given c=")
-
     # -- using a trained model -------------------------------------------------------
     def step_kls(self, x) -> torch.Tensor:
         r""":math:`\mathrm{KL}(q(z_t | x, z_{<t}) \,\|\, p(z_t))` of each step, along one

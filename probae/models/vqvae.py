@@ -336,10 +336,6 @@ class VQVAE(Autoencoder):
                 pyro.factor("vq", self.vq_loss(z_e, z_q), has_rsample=True)
             return pyro.sample("z", dist.Delta(z_st, event_dim=3))
 
-    def _no_condition(self, c):
-        if c is not None:
-            raise ValueError("VQVAE is not a conditional model; it was given c=")
-
     # -- using a trained model -------------------------------------------------------
     def encode(self, x, c=None) -> torch.Tensor:
         """The quantized grid :math:`z_q(x)`, shape ``(N, D, h, w)``."""

@@ -203,10 +203,6 @@ class WAE(_MMDTerm, Autoencoder):
         self._no_condition(c)
         return super().decode(z)
 
-    def _no_condition(self, c) -> None:
-        if c is not None:
-            raise ValueError(f"{type(self).__name__} is not a conditional model; it was given c=")
-
     def extra_repr(self):
         return f"weight={self.weight}, kernel_scale={self.kernel_scale}"
 

@@ -101,17 +101,17 @@ class Compiled:
     def __init__(self, nets):
         self.nets = nets
         self.names = [name for name, _ in nets]
-        self._impls = [net._compiled_call_impl for _, net in nets]
 
     @contextlib.contextmanager
     def eager(self):
         """The networks run eagerly within the block."""
+        compiled = [net._compiled_call_impl for _, net in self.nets]
         for _, net in self.nets:
             net._compiled_call_impl = None
         try:
             yield
         finally:
-            for (_, net), impl in zip(self.nets, self._impls, strict=True):
+            for (_, net), impl in zip(self.nets, compiled, strict=True):
                 net._compiled_call_impl = impl
 
     def compare(self, eager_loss, compiled_loss) -> None:
@@ -197,7 +197,6 @@ def compiled(module, options: dict | None):
         with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=limit):
             for _, net in nets:
                 net.compile(fullgraph=True, **options)
-            held._impls = [net._compiled_call_impl for _, net in nets]
             yield held
     finally:
         for (_, net), impl in zip(nets, before, strict=True):
